@@ -1,0 +1,3 @@
+from deepicd.cli import app
+
+app()

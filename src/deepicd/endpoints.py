@@ -1,0 +1,85 @@
+"""Keep MIMIC-IV text at home: refuse model endpoints outside the user's own machines.
+
+The MIMIC-IV data use agreement forbids sending notes to third-party services.
+Every component that sends a note to a server (the judge, a distillation
+teacher, an evaluation server) checks its URL here first: loopback, private
+ranges and hosts the user lists are allowed; anything else is refused before a
+single request, unless the user explicitly allows external endpoints.
+API keys are read from a named environment variable and never stored or logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+ALLOW_HINT = (
+    "If this server is yours and the data use agreement permits it, add the host to 'allowed_hosts' "
+    "or pass --allow-external-endpoint (config: allow_external_endpoint=true)."
+)
+
+
+class EndpointRefused(ValueError):
+    """A URL that would send MIMIC text off the user's own machines or cluster."""
+
+
+def _is_internal(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def _resolve(host: str) -> list[str]:
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
+    except socket.gaierror:
+        return []
+
+
+def check_endpoint(url: str, allowed_hosts: list[str] | tuple[str, ...] = (), allow_external: bool = False) -> str:
+    """Return the URL if it may receive notes; raise EndpointRefused otherwise.
+
+    A host is internal when it is listed in `allowed_hosts` or every address it
+    resolves to is loopback, private or link-local. A host that does not resolve
+    is refused too: we cannot tell where it is.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise EndpointRefused(f"not an http(s) URL: {redact(url)!r}")
+    host = parts.hostname
+    if allow_external or host in set(allowed_hosts):
+        return url
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        addresses = _resolve(host)
+    if addresses and all(_is_internal(address) for address in addresses):
+        return url
+    where = ", ".join(addresses) if addresses else "an address that does not resolve"
+    raise EndpointRefused(
+        f"refusing to send MIMIC-derived text to {redact(url)} ({host} -> {where}): only loopback, private "
+        f"networks and listed hosts are allowed. {ALLOW_HINT}"
+    )
+
+
+def redact(url: str) -> str:
+    """The URL without user info (user:password@), for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def api_key_from_env(variable: str) -> str:
+    """The API key held in environment variable `variable` (empty name or unset: a dummy key).
+
+    OpenAI-compatible local servers (vllm serve, transformers serve) accept any key;
+    the client library needs a non-empty one.
+    """
+    if not variable:
+        return "EMPTY"
+    return os.environ.get(variable, "") or "EMPTY"

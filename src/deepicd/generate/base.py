@@ -1,0 +1,52 @@
+"""The one interface every generation backend implements (vLLM, OpenAI-compatible server, transformers).
+
+Distillation, evaluation and the demo all generate the same way: chat messages
+plus an assistant prefill in, `n` sampled continuations out. Results are
+yielded as they finish (possibly out of order, keyed by `key`), so a caller can
+append each one to a resumable JSONL file the moment it exists and lose nothing
+on a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Protocol
+
+
+@dataclass
+class SamplingConfig:
+    """Sampling settings shared by every backend (paper distillation: 0.9, 1024 tokens, seed 42)."""
+
+    temperature: float = 0.9
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
+    n: int = 1
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt: `key` identifies it in the output (e.g. the hadm_id)."""
+
+    key: str
+    messages: list[dict[str, str]]
+    prefill: str = "<think>"
+
+
+@dataclass
+class GenerationResult:
+    """The `n` continuations of one request, each the text generated *after* the prefill."""
+
+    key: str
+    completions: list[str]
+    prompt_tokens: int = 0
+    completion_tokens: list[int] = field(default_factory=list)
+    error: str | None = None  # set when the backend gave up on this request
+
+
+class Generator(Protocol):
+    """A generation backend. `close()` releases servers, processes or GPU memory."""
+
+    def generate(self, requests: Iterable[GenerationRequest], sampling: SamplingConfig) -> Iterator[GenerationResult]: ...
+
+    def close(self) -> None: ...

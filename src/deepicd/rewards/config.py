@@ -1,0 +1,108 @@
+"""Typed settings of every reward term. Presets live in `configs/rewards/*.yaml`.
+
+The published code reads these constants from environment variables with
+`bool(os.getenv(...))`, so its switches could never be turned off; here each
+term is a dataclass with a weight, and a term is off when it is not listed in
+`components`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class OutcomeConfig:
+    """Hierarchical-prefix reward: how much of the gold code the prediction gets right."""
+
+    weight: float = 1.0
+    match: float = 15.0  # per character of the gold code on an exact match; scales partial credit too
+    no_match: float = -1.0  # no pair, an invalid code, or a different first character
+
+
+@dataclass
+class FormatConfig:
+    """Bonus when the first pair has a non-empty think block (whitespace counts, as published)."""
+
+    weight: float = 1.0
+    trace_bonus: float = 1.0
+
+
+@dataclass
+class ExtraPairsConfig:
+    """Penalty per pair after the first: one answer per note."""
+
+    weight: float = 1.0
+    penalty: float = -1.0
+
+
+@dataclass
+class EmptyConfig:
+    """Penalty for a zero-length completion, on top of the outcome's no-pair value."""
+
+    weight: float = 1.0
+    penalty: float = -5.0
+
+
+@dataclass
+class JudgeConfig:
+    """LLM-as-judge term: `scale` x the judge's 1-5 rating of the reasoning."""
+
+    weight: float = 1.0
+    scale: float = 0.8
+    # Term value when a judge reply has no parseable score (the published code counts 0).
+    unparsed_value: float = 0.0
+    # Term value when the judge cannot be reached or times out after all retries.
+    fallback_value: float = 0.0
+    url: str = "http://127.0.0.1:8000/v1"
+    model: str = ""
+    api: str = "chat"  # "chat" or "completions"
+    api_key_env: str = ""  # name of the environment variable holding the key; never the key itself
+    temperature: float = 0.0
+    max_tokens: int = 64
+    concurrency: int = 32
+    timeout_s: float = 30.0
+    retries: int = 3
+    backoff_s: float = 0.5
+    batch_deadline_s: float = 300.0
+    cache_dir: str = ""  # empty: no on-disk cache
+    guidelines_dir: str = ""  # folder of chapter_<n>.json guideline files; empty: tabular chapter notes only
+    guideline_max_chars: int = 4000  # the chapter guideline excerpt is cut to this length (0: whole chapter)
+    # Extra JSON fields sent with every request (server-specific, e.g. vLLM's guided decoding options).
+    extra_body: dict = field(default_factory=dict)
+    allowed_hosts: list[str] = field(default_factory=list)
+    allow_external_endpoint: bool = False
+
+
+@dataclass
+class RewardConfig:
+    """One reward preset: which terms are on, their constants, and how completions are read."""
+
+    name: str = "paper"
+    # The assistant turn is prefilled with this text; scorers prepend it before parsing.
+    prefill: str = "<think>"
+    # "release": every category of the ICD-10-CM release is valid (our one deviation);
+    # "paper": the published pattern, which rejects C4A, M1A, O9A, QA0, ...
+    code_pattern: str = "release"
+    components: list[str] = field(default_factory=lambda: ["outcome", "format", "extra_pairs", "empty"])
+    outcome: OutcomeConfig = field(default_factory=OutcomeConfig)
+    format: FormatConfig = field(default_factory=FormatConfig)
+    extra_pairs: ExtraPairsConfig = field(default_factory=ExtraPairsConfig)
+    empty: EmptyConfig = field(default_factory=EmptyConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+
+def load_reward_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> RewardConfig:
+    """A reward preset by name (`paper`, `paper-judge`) or YAML path, validated."""
+    from deepicd.config import ConfigError, load
+
+    config = load(RewardConfig, "rewards", name_or_path, overrides)
+    from deepicd.rewards.components import COMPONENTS, JUDGE
+
+    known = sorted([*COMPONENTS, JUDGE])
+    unknown = [name for name in config.components if name not in known]
+    if unknown:
+        raise ConfigError(f"unknown reward component(s) {unknown} in 'components'; known: {known}")
+    if config.code_pattern not in {"release", "paper"}:
+        raise ConfigError(f"'code_pattern' must be 'release' or 'paper', not {config.code_pattern!r}")
+    return config

@@ -1,0 +1,111 @@
+"""Score a JSONL file of completions with a reward preset, streaming, in input order.
+
+Memory stays bounded whatever the file size: rows are read, scored and written
+in fixed-size batches. The output goes to a temporary file that is renamed only
+when every row has been scored, so a malformed row or a crash never leaves a
+half-written result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from tqdm import tqdm
+
+from deepicd.rewards.scorer import RewardScorer
+
+
+class InputError(ValueError):
+    """A row of the input file that cannot be scored; the message names the line."""
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    line: int
+    completion: str
+    gold: object
+    note: str | None
+    id: object
+
+
+def _validate(line_number: int, raw: str, source: Path) -> ScoreRow:
+    where = f"{source}:{line_number}"
+    try:
+        row = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for field in ("completion", "gold"):
+        if field not in row:
+            raise InputError(f"{where}: missing field '{field}'")
+    completion, gold, note = row["completion"], row["gold"], row.get("note")
+    if not isinstance(completion, str):
+        raise InputError(f"{where}: 'completion' must be a string, got {type(completion).__name__}")
+    gold_ok = isinstance(gold, str) or (
+        isinstance(gold, list) and len(gold) > 0 and all(isinstance(code, str) for code in gold)
+    )
+    if not gold_ok:
+        raise InputError(f"{where}: 'gold' must be a code or a non-empty list of codes, got {json.dumps(gold)[:60]}")
+    if note is not None and not isinstance(note, str):
+        raise InputError(f"{where}: 'note' must be a string, got {type(note).__name__}")
+    return ScoreRow(line_number, completion, gold, note, row.get("id"))
+
+
+def read_rows(path: Path, progress: tqdm | None = None) -> Iterator[ScoreRow]:
+    """Validated rows of a JSONL file; blank lines are skipped."""
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if progress is not None:
+                progress.update(len(raw))
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{line_number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if text.strip():
+                yield _validate(line_number, text, path)
+
+
+def _batches(rows: Iterator[ScoreRow], size: int) -> Iterator[list[ScoreRow]]:
+    batch: list[ScoreRow] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def score_file(scorer: RewardScorer, source: Path, target: Path, batch_size: int = 512, show_progress: bool = True) -> int:
+    """Score every row of `source` into `target`; return the number of rows. Atomic: all or nothing."""
+    if not source.is_file():
+        raise FileNotFoundError(f"input file not found: {source}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    count = 0
+    progress = tqdm(total=source.stat().st_size, unit="B", unit_scale=True, desc="scoring", disable=not show_progress)
+    try:
+        with partial.open("w", encoding="utf-8") as out:
+            for batch in _batches(read_rows(source, progress), batch_size):
+                if scorer.uses_judge and any(row.note is None for row in batch):
+                    missing = next(row for row in batch if row.note is None)
+                    raise InputError(f"{source}:{missing.line}: the judge reward needs a 'note' field")
+                results = scorer.score_batch([(row.completion, row.gold, row.note) for row in batch])
+                for row, result in zip(batch, results):
+                    record = {"id": row.id} if row.id is not None else {}
+                    record.update(result.as_row())
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += len(batch)
+                progress.set_postfix(rows=count)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, target)
+    finally:
+        progress.close()
+        partial.unlink(missing_ok=True)
+    return count

@@ -1,0 +1,51 @@
+"""Every shipped config composes and validates against its schema; bad keys are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepicd.config import CONFIG_ROOT, FOREIGN_GROUPS, SCHEMAS, ConfigError, available_presets, load, schema_for
+
+GROUPS = sorted(
+    p.name for p in CONFIG_ROOT.iterdir() if p.is_dir() and any(p.glob("*.yaml")) and p.name not in FOREIGN_GROUPS
+)
+PRESETS = [(group, name) for group in GROUPS for name in available_presets(group)]
+
+
+def test_every_config_group_has_a_schema():
+    assert set(GROUPS) <= set(SCHEMAS), f"register a schema in deepicd.config.SCHEMAS for {set(GROUPS) - set(SCHEMAS)}"
+
+
+@pytest.mark.parametrize(("group", "name"), PRESETS, ids=[f"{g}/{n}" for g, n in PRESETS])
+def test_every_shipped_preset_loads(group, name):
+    config = load(schema_for(group), group, name)
+    assert config is not None
+
+
+@pytest.mark.parametrize(("group", "name"), PRESETS, ids=[f"{g}/{n}" for g, n in PRESETS])
+def test_every_preset_says_how_to_run_it(group, name):
+    first_lines = (CONFIG_ROOT / group / f"{name}.yaml").read_text().splitlines()[:15]
+    assert any(line.startswith("#") for line in first_lines), "a preset opens with a comment saying how to run it"
+
+
+def test_unknown_key_is_named():
+    from deepicd.rewards.config import RewardConfig
+
+    with pytest.raises(ConfigError, match="outcome.bogus"):
+        load(RewardConfig, "rewards", "paper", ["+outcome.bogus=1"])
+
+
+def test_unknown_preset_lists_the_known_ones():
+    from deepicd.rewards.config import RewardConfig
+
+    with pytest.raises(ConfigError, match="known presets: .*paper"):
+        load(RewardConfig, "rewards", "nonexistent")
+
+
+def test_yaml_file_path_works(tmp_path):
+    from deepicd.rewards.config import RewardConfig
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\ncomponents: [outcome]\noutcome:\n  match: 10.0\n")
+    config = load(RewardConfig, "rewards", path, ["outcome.no_match=-2"])
+    assert (config.name, config.components, config.outcome.match, config.outcome.no_match) == ("mine", ["outcome"], 10.0, -2.0)
