@@ -1,4 +1,5 @@
 # deepicd: `make demo` runs the whole pipeline on a CPU; `make test` runs the test suite.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -8,13 +9,16 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
+# pip, quiet, without the warnings some mirrors print for every package they do not carry.
+PIP := set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check
+QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
+
 # torch==2.13.0 first, alone: that exact pin resolves to the CPU build; anything looser pulls CUDA wheels.
 $(STAMP): pyproject.toml
-	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "deepicd needs Python >= 3.11"'
+	$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info < (3, 13), "deepicd needs Python 3.11 or 3.12"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]' torch==2.13.0
+	$(PIP) torch==2.13.0 $(QUIET)
+	$(PIP) -e '.[test]' torch==2.13.0 $(QUIET)
 	touch $(STAMP)
 
 test: setup

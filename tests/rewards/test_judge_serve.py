@@ -1,0 +1,149 @@
+"""The judge end to end against a real `transformers serve` hosting the tiny model on loopback.
+
+The tiny model's ratings are random text, so most replies are "unparsed"; what
+this checks is the path itself: a real OpenAI-compatible server, both APIs, the
+reward preset, the cache and `deepicd score`, with nothing falling back.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from deepicd.rewards.config import load_reward_config
+from deepicd.rewards.scorer import RewardScorer
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+TRANSFORMERS_CLI = Path(sys.executable).parent / "transformers"
+NOTE = "CHIEF COMPLAINT: chest pain\n\nPRESENT ILLNESS: crushing chest pain for two hours, troponin rising."
+ROWS = [
+    ("Troponin rise and chest pain without ST elevation.</think>\n<diagnosis>I214</diagnosis>", ["I214"], NOTE),
+    ("Chest pain, likely cardiac.</think>\n<diagnosis>I209</diagnosis>", ["I214"], NOTE),
+    ("no pair here", ["I214"], NOTE),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(base URL, model folder) of a `transformers serve` process; always stopped afterwards."""
+    if not TRANSFORMERS_CLI.exists() or importlib.util.find_spec("fastapi") is None:
+        pytest.skip("transformers serve needs the transformers CLI with fastapi and uvicorn")
+    from deepicd import tiny
+
+    root = tmp_path_factory.mktemp("judge-serve")
+    model = root / "model"
+    tiny.build(model, tiny.load_config())
+    port = _free_port()
+    hub_cache = root / "hub"
+    hub_cache.mkdir()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(hub_cache),
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    }
+    log = (root / "serve.log").open("w")
+    process = subprocess.Popen(
+        [str(TRANSFORMERS_CLI), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"transformers serve exited with {process.returncode}: {(root / 'serve.log').read_text()[-2000:]}"
+                )
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("transformers serve did not become healthy within 120 s")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1", str(model)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+        log.close()
+
+
+def _overrides(url: str, model: str, *extra: str) -> list[str]:
+    return [
+        f"judge.url={url}",
+        f"judge.model={model}",
+        "judge.max_tokens=6",
+        "judge.guideline_max_chars=300",
+        "judge.timeout_s=60",
+        "judge.concurrency=2",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_paper_judge_against_transformers_serve(served, api, tmp_path):
+    url, model = served
+    config = load_reward_config(
+        "paper-judge", _overrides(url, model, f"judge.api={api}", f"judge.cache_dir={tmp_path}")
+    )
+    scorer = RewardScorer(config)
+    results = scorer.score_batch(ROWS)
+    statuses = [r.judge_status for r in results]
+    assert statuses[2] == "skipped"
+    assert set(statuses[:2]) <= {"ok", "unparsed"}, statuses  # the server answered both
+    stats = scorer.judge.last_batch_stats
+    assert (stats["requests"], stats["fallback"], stats["retried"]) == (2.0, 0.0, 0.0)
+    assert stats["latency_p95_s"] > 0
+    for result in results[:2]:
+        expected = 0.8 * result.judge_score if result.judge_score is not None else 0.0
+        assert result.terms["judge"] == pytest.approx(expected)
+
+    # Scores come back from the cache; unparsed replies are asked again.
+    again = RewardScorer(config).score_batch(ROWS)
+    for first, second in zip(results[:2], again[:2]):
+        assert second.judge_status == ("cached" if first.judge_status == "ok" else "unparsed")
+
+
+def test_deepicd_score_adds_the_judge_columns(served, tmp_path):
+    from deepicd.cli import app
+
+    url, model = served
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps({"completion": c, "gold": g, "note": n}) + "\n" for c, g, n in ROWS))
+    args = ["score", "--preset", "paper-judge", "--judge-url", url, "--judge-model", model]
+    args += ["--input", str(source), "--output", str(target), *_overrides(url, model)[2:]]
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert len(rows) == 3
+    for row in rows:
+        assert {"judge", "judge_score", "judge_status"} <= set(row)
+    assert [row["judge_status"] for row in rows][2] == "skipped"
+    assert {row["judge_status"] for row in rows[:2]} <= {"ok", "unparsed"}
