@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test bench clean
+.PHONY: setup test demo bench clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,17 @@ $(STAMP): pyproject.toml
 test: setup
 	$(PY) -m pytest -q
 
+# The whole pipeline on this CPU, from synthetic MIMIC-IV to a Table-3 report under runs/demo/.
+demo: setup
+	$(PY) -m deepicd.demo
+
+# CPU benchmarks; results and the machine they ran on are recorded in docs/benchmarks.md.
 bench: setup
 	$(PY) benchmarks/bench_rewards.py
+	$(PY) benchmarks/bench_judge.py --requests 512 --concurrency 32 --delay 0.2
+	$(PY) benchmarks/bench_preprocess.py --admissions 30000 --repeat 3
+	$(PY) benchmarks/bench_evaluate.py --rows 1000000
+	$(PY) benchmarks/bench_generate.py
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -22,37 +22,30 @@ RARE_WORD = "zorbluxine"
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny") / "model"
-    tiny.build(out, tiny.load_config())
-    return out
+def loaded(tiny_model):
+    return models.load(tiny_model, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def loaded(folder):
-    return models.load(folder, device="cpu")
-
-
-def test_folder_is_a_standard_hugging_face_model(folder):
-    names = {p.name for p in folder.iterdir()}
+def test_folder_is_a_standard_hugging_face_model(tiny_model):
+    names = {p.name for p in tiny_model.iterdir()}
     expected = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"}
     assert expected <= names
-    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "staging folder left behind"
-    config = json.loads((folder / "config.json").read_text())
+    assert not [p for p in tiny_model.parent.iterdir() if p.name.startswith(".")], "staging folder left behind"
+    config = json.loads((tiny_model / "config.json").read_text())
     assert config["model_type"] == "qwen2" and config["architectures"] == ["Qwen2ForCausalLM"]
     assert config["tie_word_embeddings"] is True
-    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config = json.loads((tiny_model / "tokenizer_config.json").read_text())
     assert "<|im_start|>" in tokenizer_config["chat_template"]
     assert tokenizer_config["eos_token"] == "<|im_end|>"
-    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
-    generation = json.loads((folder / "generation_config.json").read_text())
+    vocab = json.loads((tiny_model / "tokenizer.json").read_text())["model"]["vocab"]
+    generation = json.loads((tiny_model / "generation_config.json").read_text())
     assert generation["eos_token_id"][0] == vocab["<|im_end|>"]
     assert generation["pad_token_id"] == vocab["<|endoftext|>"]
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads((tiny_model / "manifest.json").read_text())
     assert manifest["config"]["seed"] == 42 and manifest["corpus"][0]["name"] == "built-in"
 
 
-def test_loads_back_with_default_sizes(folder, loaded):
+def test_loads_back_with_default_sizes(tiny_model, loaded):
     model, tokenizer = loaded
     defaults = tiny.TinyModelConfig()
     assert type(model).__name__ == "Qwen2ForCausalLM"
@@ -64,7 +57,7 @@ def test_loads_back_with_default_sizes(folder, loaded):
     assert not model.training
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
     assert tokenizer.padding_side == "left"
-    assert models.load_tokenizer(folder, purpose="train").padding_side == "right"
+    assert models.load_tokenizer(tiny_model, purpose="train").padding_side == "right"
 
 
 @pytest.mark.parametrize("tag", tiny.TAG_TOKENS)
@@ -73,7 +66,7 @@ def test_tags_are_single_tokens_kept_by_skip_special_tokens(loaded, tag):
     ids = tokenizer.encode(tag, add_special_tokens=False)
     assert len(ids) == 1
     assert tag not in tokenizer.all_special_tokens
-    text = f"<think>\nBack pain with radiculopathy.\n</think>\n<diagnosis>M5116</diagnosis>"
+    text = "<think>\nBack pain with radiculopathy.\n</think>\n<diagnosis>M5116</diagnosis>"
     ids = tokenizer.encode(text + "<|im_end|><|endoftext|>", add_special_tokens=False)
     assert ids.count(tokenizer.convert_tokens_to_ids(tag)) == 1
     assert tokenizer.decode(ids, skip_special_tokens=True) == text
@@ -129,11 +122,11 @@ def test_generate_with_left_padding_matches_unpadded(loaded):
     assert isinstance(tokenizer.decode(out[0, width:]), str)
 
 
-def test_same_seed_same_files_other_seed_other_weights(folder, loaded, tmp_path):
+def test_same_seed_same_files_other_seed_other_weights(tiny_model, loaded, tmp_path):
     again = tmp_path / "again"
     tiny.build(again, tiny.load_config())
     for name in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json", "manifest.json"]:
-        assert (again / name).read_bytes() == (folder / name).read_bytes(), name
+        assert (again / name).read_bytes() == (tiny_model / name).read_bytes(), name
     model, tokenizer = loaded
     other = tiny.init_model(tiny.load_config(overrides=["seed=7"]), tokenizer)
     first = model.get_input_embeddings().weight
@@ -141,9 +134,9 @@ def test_same_seed_same_files_other_seed_other_weights(folder, loaded, tmp_path)
     assert not torch.equal(first, other.get_input_embeddings().weight)
 
 
-def test_build_refuses_a_non_empty_folder(folder):
+def test_build_refuses_a_non_empty_folder(tiny_model):
     with pytest.raises(UserError, match="--force"):
-        tiny.build(folder, tiny.load_config())
+        tiny.build(tiny_model, tiny.load_config())
 
 
 def test_corpus_readers(tmp_path):
@@ -226,20 +219,20 @@ def test_uncached_hub_id_is_refused_without_download(tmp_path, monkeypatch):
     assert not models.looks_like_hub_id("/abs/path/model") and not models.looks_like_hub_id("../model")
 
 
-def test_dtype_and_device_choices(folder):
-    model = models.load_causal_lm(folder, dtype="bfloat16", device="cpu")
+def test_dtype_and_device_choices(tiny_model):
+    model = models.load_causal_lm(tiny_model, dtype="bfloat16", device="cpu")
     assert next(model.parameters()).dtype == torch.bfloat16
     with pytest.raises(UserError, match="dtype"):
-        models.load_causal_lm(folder, dtype="float8", device="cpu")
+        models.load_causal_lm(tiny_model, dtype="float8", device="cpu")
     with pytest.raises(UserError, match="device"):
-        models.load_causal_lm(folder, device="tpu9")
+        models.load_causal_lm(tiny_model, device="tpu9")
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
-            models.load_causal_lm(folder, device="cuda")
+            models.load_causal_lm(tiny_model, device="cuda")
 
 
-def test_missing_pad_token_reuses_eos(folder):
-    tokenizer = models.load_tokenizer(folder)
+def test_missing_pad_token_reuses_eos(tiny_model):
+    tokenizer = models.load_tokenizer(tiny_model)
     tokenizer.pad_token = None
     models.ensure_pad_token(tokenizer)
     assert tokenizer.pad_token == "<|im_end|>"

@@ -10,6 +10,11 @@ import typer
 
 from deepicd.commands import score  # noqa: F401
 from deepicd.commands import tiny_model  # noqa: F401
+from deepicd.commands import distill  # noqa: F401
+from deepicd.commands import sft  # noqa: F401
+from deepicd.commands import evaluate, report  # noqa: F401
+from deepicd.commands import synth_mimic, preprocess  # noqa: F401
+from deepicd.commands import train_grpo  # noqa: F401
 
 app = typer.Typer(
     name="deepicd",
@@ -41,3 +46,10 @@ def _root(
 
 app.command("score")(score.main)
 app.command("tiny-model")(tiny_model.main)
+app.command("distill")(distill.main)
+app.command("sft")(sft.main)
+app.command("evaluate")(evaluate.main)
+app.command("report")(report.main)
+app.command("synth-mimic")(synth_mimic.main)
+app.command("preprocess")(preprocess.main)
+app.command("train-grpo")(train_grpo.main)

@@ -29,6 +29,12 @@ class ConfigError(ValueError):
 SCHEMAS: dict[str, str] = {
     "rewards": "deepicd.rewards.config:RewardConfig",
     "tiny": "deepicd.tiny:TinyModelConfig",
+    "preprocess": "deepicd.preprocess:PreprocessConfig",
+    "grpo": "deepicd.train.grpo_config:GRPORunConfig",
+    "distill": "deepicd.distill.run:DistillConfig",
+    "sft": "deepicd.train.sft:SFTRunConfig",
+    "evaluate": "deepicd.evaluate.config:EvaluateConfig",
+    "demo": "deepicd.demo:DemoConfig",
 }
 # Folders under configs/ that hold other tools' files rather than deepicd presets.
 FOREIGN_GROUPS = {"accelerate"}

@@ -16,10 +16,11 @@ from typing import Iterator
 
 from tqdm import tqdm
 
+from deepicd.jsonl import JsonlError, read_objects
 from deepicd.rewards.scorer import RewardScorer
 
 
-class InputError(ValueError):
+class InputError(JsonlError):
     """A row of the input file that cannot be scored; the message names the line."""
 
 
@@ -32,14 +33,8 @@ class ScoreRow:
     id: object
 
 
-def _validate(line_number: int, raw: str, source: Path) -> ScoreRow:
+def _validate(line_number: int, row: dict, source: Path) -> ScoreRow:
     where = f"{source}:{line_number}"
-    try:
-        row = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(row, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
     for field in ("completion", "gold"):
         if field not in row:
             raise InputError(f"{where}: missing field '{field}'")
@@ -58,16 +53,8 @@ def _validate(line_number: int, raw: str, source: Path) -> ScoreRow:
 
 def read_rows(path: Path, progress: tqdm | None = None) -> Iterator[ScoreRow]:
     """Validated rows of a JSONL file; blank lines are skipped."""
-    with path.open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if progress is not None:
-                progress.update(len(raw))
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{path}:{line_number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if text.strip():
-                yield _validate(line_number, text, path)
+    for line_number, row in read_objects(path, progress):
+        yield _validate(line_number, row, path)
 
 
 def _batches(rows: Iterator[ScoreRow], size: int) -> Iterator[list[ScoreRow]]:

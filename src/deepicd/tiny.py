@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +29,7 @@ from typing import Iterable, Iterator, Sequence
 
 from deepicd.commands import UserError
 from deepicd.config import ConfigError
+from deepicd.manifest import staged_directory
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 TAG_TOKENS = ("<think>", "</think>", "<diagnosis>", "</diagnosis>")
@@ -373,31 +371,23 @@ def build(
     steps.update()
     steps.set_description("saving")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        model.save_pretrained(staging)
-        # The template inside tokenizer_config.json is read by every version of every loader.
-        tokenizer.save_pretrained(staging, save_jinja_files=False)
-        manifest = {
-            "stage": "tiny-model",
-            "config": asdict(config),
-            "architecture": "Qwen2ForCausalLM",
-            "parameters": parameters,
-            "vocab_size": len(tokenizer),
-            "prompt_version": task.VERSION,
-            "corpus": [asdict(source) for source in sources],
-            "versions": _versions(),
-        }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.chmod(staging, 0o755)  # mkdtemp makes it owner-only; a model folder is meant to be shared
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        with staged_directory(out) as staging:
+            model.save_pretrained(staging)
+            # The template inside tokenizer_config.json is read by every version of every loader.
+            tokenizer.save_pretrained(staging, save_jinja_files=False)
+            manifest = {
+                "stage": "tiny-model",
+                "config": asdict(config),
+                "architecture": "Qwen2ForCausalLM",
+                "parameters": parameters,
+                "vocab_size": len(tokenizer),
+                "prompt_version": task.VERSION,
+                "corpus": [asdict(source) for source in sources],
+                "versions": _versions(),
+            }
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         steps.update()
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     finally:
         steps.close()
     return BuildResult(out, parameters, len(tokenizer), sources, time.perf_counter() - started)

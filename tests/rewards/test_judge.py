@@ -27,6 +27,7 @@ from deepicd.rewards.config import JudgeConfig, load_reward_config
 from deepicd.rewards.judge import build_judge, percentile, retry_after_seconds
 from deepicd.rewards.judge_cache import JudgeCache, JudgeCacheError
 from deepicd.rewards.scorer import JudgeRequest, RewardScorer
+from deepicd.serving import free_port
 
 CASE = re.compile(r"case=([\w-]+)")
 
@@ -345,9 +346,7 @@ def test_server_listing_no_model_gives_fallback_not_an_exception():
 
 
 def test_unreachable_server_falls_back_quickly():
-    with socket.socket() as probe:  # a loopback port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a loopback port nobody listens on
     judge = build_judge(JudgeConfig(url=f"http://127.0.0.1:{port}/v1", model="m", retries=2, backoff_s=0.05))
     judge.prompt(request("ok4"))
     started = time.monotonic()

@@ -9,24 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
+from deepicd import serving
 from deepicd.rewards.config import load_reward_config
 from deepicd.rewards.scorer import RewardScorer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-TRANSFORMERS_CLI = Path(sys.executable).parent / "transformers"
 NOTE = "CHIEF COMPLAINT: chest pain\n\nPRESENT ILLNESS: crushing chest pain for two hours, troponin rising."
 ROWS = [
     ("Troponin rise and chest pain without ST elevation.</think>\n<diagnosis>I214</diagnosis>", ["I214"], NOTE),
@@ -35,64 +27,17 @@ ROWS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(base URL, model folder) of a `transformers serve` process; always stopped afterwards."""
-    if not TRANSFORMERS_CLI.exists() or importlib.util.find_spec("fastapi") is None:
-        pytest.skip("transformers serve needs the transformers CLI with fastapi and uvicorn")
-    from deepicd import tiny
+def served(request, tmp_path_factory):
+    """(base URL, model folder) of a `transformers serve` process; always stopped afterwards.
 
-    root = tmp_path_factory.mktemp("judge-serve")
-    model = root / "model"
-    tiny.build(model, tiny.load_config())
-    port = _free_port()
-    hub_cache = root / "hub"
-    hub_cache.mkdir()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_CACHE": str(hub_cache),
-        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-    }
-    log = (root / "serve.log").open("w")
-    process = subprocess.Popen(
-        [str(TRANSFORMERS_CLI), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"transformers serve exited with {process.returncode}: {(root / 'serve.log').read_text()[-2000:]}"
-                )
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("transformers serve did not become healthy within 120 s")
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1", str(model)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
-        log.close()
+    The server is not pinned: the judge names the shared tiny model's folder in each request.
+    """
+    if not serving.transformers_cli().exists() or importlib.util.find_spec("fastapi") is None:
+        pytest.skip("transformers serve needs the transformers CLI with fastapi and uvicorn")
+    model = request.getfixturevalue("tiny_model")  # only once it is known the server can run
+    with serving.transformers_server(tmp_path_factory.mktemp("judge-serve"), startup_timeout_s=120) as url:
+        yield url, str(model)
 
 
 def _overrides(url: str, model: str, *extra: str) -> list[str]:

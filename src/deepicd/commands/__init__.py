@@ -22,10 +22,11 @@ def abort(message: str, code: int = 2) -> NoReturn:
 def user_errors() -> Iterator[None]:
     """Turn the project's expected failures into a clear message and a non-zero exit, not a traceback."""
     from deepicd.config import ConfigError
+    from deepicd.endpoints import EndpointRefused
 
     try:
         yield
-    except (UserError, ConfigError, FileNotFoundError) as exc:
+    except (UserError, ConfigError, EndpointRefused, FileNotFoundError) as exc:
         abort(str(exc))
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)

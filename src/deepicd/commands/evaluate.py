@@ -1,0 +1,64 @@
+"""`deepicd evaluate`: score a model (generating first) or a file of completions at three ICD levels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from deepicd.commands import UserError, user_errors
+
+
+def main(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for predictions.jsonl, metrics.json, report.md, the PNG figures and manifest.json."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder (or locally cached hub id; for generator.backend=openai the served model name) to generate answers with. Needs --data."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", "-p", help="JSONL of existing outputs instead of a model: 'gold' (code or list), 'completion' (text after the <think> prefill) or 'completions' (k samples), optional 'id'."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Preprocess output folder ({train,val,test}.parquet, labels.csv). Required with --model; with --predictions it supplies labels.csv and train frequencies."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of --data to evaluate in --model mode (default: test); sets split=."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Label space CSV with a 'code' column (default: labels.csv of --data, else the gold codes present)."),
+    config: str = typer.Option("default", "--config", "-c", help="Evaluation preset name (configs/evaluate/NAME.yaml) or a YAML file."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Method of the evaluated model for `deepicd report`: baseline, grpo, sft or sft-grpo (default: the model manifest's stage)."),
+    samples: Optional[int] = typer.Option(None, "--samples", "-k", min=1, help="Answers sampled per note in --model mode (self-consistency); needs sampling.temperature > 0. Sets sampling.n=."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Generation backend for --model: transformers, openai or vllm; sets generator.backend=."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Evaluate only the first N notes (0: all); sets limit=."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing evaluation in --out (matching generations are reused)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. bootstrap.samples=200 nil_scope=all sampling.temperature=0.7."),
+) -> None:
+    """Score first-diagnosis predictions at chapter, category and full-code level (Table 3 metrics and more)."""
+    from deepicd.evaluate.config import load_evaluate_config, validate
+    from deepicd.evaluate.run import evaluate_model, evaluate_predictions
+
+    with user_errors():
+        if (model is None) == (predictions is None):
+            raise UserError("give exactly one of --model PATH (generate, then score) or --predictions FILE (score)")
+        if model is not None and data is None:
+            raise UserError("--model needs --data DIR, the preprocess folder whose split is evaluated")
+        settings = load_evaluate_config(config, list(overrides or []))
+        # Options win over the preset; set on the dataclass so paths need no override quoting.
+        for key, value in (("split", split), ("stage", stage), ("limit", limit)):
+            if value is not None:
+                setattr(settings, key, value)
+        if labels is not None:
+            settings.labels = str(labels)
+        if samples is not None:
+            settings.sampling.n = samples
+        if backend is not None:
+            settings.generator.backend = backend
+        validate(settings)
+        if predictions is not None:
+            if samples is not None or backend is not None:
+                raise UserError("--samples and --backend apply to --model mode; a predictions file brings its own samples")
+            evaluation = evaluate_predictions(predictions, out, settings, data_dir=data, force=force, progress=True)
+        else:
+            evaluation = evaluate_model(model, data, out, settings, force=force, progress=True)
+    metrics = evaluation.metrics
+    typer.echo(f"{metrics['n']} notes scored -> {out}")
+    typer.echo(f"{'level':<10} {'macro R':>8} {'macro P':>8} {'macro F1':>9} {'micro F1':>9}")
+    for level in ("chapter", "category", "full_code"):
+        s = metrics[level]
+        typer.echo(
+            f"{level:<10} {s['macro_recall'] * 100:8.1f} {s['macro_precision'] * 100:8.1f} "
+            f"{s['macro_f1'] * 100:9.1f} {s['micro_f1'] * 100:9.1f}"
+        )
+    typer.echo(f"format rate {metrics['format_rate'] * 100:.1f}%")

@@ -1,0 +1,40 @@
+"""`deepicd preprocess`: MIMIC-IV tables -> admission-note datasets, splits, VERL rows, labels, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from deepicd.commands import user_errors
+
+
+def main(
+    mimic_dir: Path = typer.Option(..., "--mimic-dir", "-m", help="MIMIC-IV root holding hosp/{patients,admissions,diagnoses_icd}.csv.gz (e.g. physionet.org/files/mimiciv/3.1)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: {train,val,test}.parquet, verl/, labels.csv, splits.csv, manifest.json, report.md."),
+    note_dir: Optional[Path] = typer.Option(None, "--note-dir", help="MIMIC-IV-Note root holding note/discharge.csv.gz (e.g. physionet.org/files/mimic-iv-note/2.2). Default: --mimic-dir."),
+    config: str = typer.Option("default", "--config", "-c", help="Preset name (configs/preprocess/NAME.yaml) or a YAML file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists (only once the new output is complete)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. split.min_count=2 seed=7 progress=false."),
+) -> None:
+    """Build the admission-note datasets of the task from MIMIC-IV and MIMIC-IV-Note."""
+    import json
+
+    from deepicd.preprocess import load_config, run
+
+    with user_errors():
+        settings = load_config(config, list(overrides or []))
+        # Options win over the preset; set on the dataclass so paths need no override quoting.
+        settings.mimic_dir = str(mimic_dir)
+        settings.out = str(out)
+        if note_dir is not None:
+            settings.note_dir = str(note_dir)
+        if overwrite:
+            settings.overwrite = True
+        folder = run(settings)
+    splits = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["counts"]["splits"]
+    typer.echo(
+        f"kept {sum(splits.values())} admissions (train {splits['train']}, val {splits['val']}, "
+        f"test {splits['test']}) -> {folder}; see {folder / 'report.md'}"
+    )

@@ -1,0 +1,40 @@
+"""`deepicd sft`: fine-tune a model on distilled prompt-completion traces with TRL's SFTTrainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from deepicd.commands import user_errors
+
+
+def main(
+    config: str = typer.Option(..., "--config", "-c", help="SFT preset (configs/sft/NAME.yaml: qwen2.5-7b, llama3.1-8b, tiny-cpu) or a YAML file."),
+    data: Path = typer.Option(..., "--data", "-d", help="A `deepicd distill` output folder (reads sft/train.parquet and sft/val.parquet) or a folder holding train.parquet with 'prompt' and 'completion' columns."),
+    model: str = typer.Option(..., "--model", "-m", help="Base model: a Hugging Face model folder or a hub id already in the local cache (nothing is downloaded)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints/ (resumed from automatically), model/ (final model + tokenizer), manifest.json."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. max_steps=500 learning_rate=1e-5 packing=true."),
+) -> None:
+    """Supervised fine-tuning with loss on the completion only; resumes from the last checkpoint in OUT.
+
+    Several GPUs: accelerate launch --config_file src/deepicd/configs/accelerate/fsdp.yaml -m deepicd sft ...
+    """
+    from deepicd import config as configuration
+    from deepicd.train.sft import SFTRunConfig, run
+
+    with user_errors():
+        settings = configuration.load(SFTRunConfig, "sft", config, list(overrides or []))
+        result = run(data, model, out, settings)
+    if result is None:
+        return
+    losses = f"train loss {result.train_loss:.4f}" if result.train_loss is not None else "no train loss"
+    if result.eval_loss is not None:
+        losses += f", val loss {result.eval_loss:.4f}"
+    if result.resumed_from:
+        typer.echo(f"resumed from {result.resumed_from}")
+    typer.echo(
+        f"trained {result.steps} steps on {result.samples} samples ({result.dropped_too_long} dropped as longer "
+        f"than max_length), {losses}, {result.seconds:.0f} s -> {result.model_dir}"
+    )

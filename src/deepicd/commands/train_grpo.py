@@ -1,0 +1,123 @@
+"""`deepicd train-grpo`: GRPO with the paper's presets, on VERL (GPU cluster) or TRL (one device).
+
+The VERL path composes the exact `python -m verl.trainer.main_ppo` command,
+checks everything it can before any GPU work, runs it with live output and
+returns its exit code, then exports the last checkpoint to a Hugging Face
+folder. `--export` does only that last part for an existing run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from deepicd.commands import UserError, user_errors
+
+
+def main(
+    config: str = typer.Option("r1-zero-qwen2.5-32b", "--config", "-c", help="GRPO preset (configs/grpo/NAME.yaml: r1-zero-qwen2.5-32b, sft-grpo-qwen2.5-7b, sft-grpo-llama3.1-8b, tiny-cpu) or a YAML file."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Output folder of `deepicd preprocess` (train/val parquet files and their verl/ copies)."),
+    model: Optional[str] = typer.Option(None, "--model", "--init", "-m", help="Model to start from: a Hugging Face folder (e.g. an SFT model) or a hub id already in the local cache. Defaults to the preset's."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: checkpoints/, model/ (the exported Hugging Face model) and manifest.json. Rerunning with the same folder resumes."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="Override the preset's engine: 'verl' (multi-GPU, vLLM rollouts) or 'trl' (one CPU or GPU)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="VERL: print the training command as one shell line and exit; nothing is checked or started."),
+    skip_preflight: bool = typer.Option(False, "--skip-preflight", help="VERL: launch without the checks (data, reward function, judge, model, GPU count)."),
+    preflight_only: bool = typer.Option(False, "--preflight", help="VERL: run the checks, print them and exit (0 when all pass)."),
+    no_export: bool = typer.Option(False, "--no-export", help="VERL: keep the checkpoints only; do not export a Hugging Face model after training."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Only export: a VERL run folder, its checkpoints/ folder or a global_step_N folder, merged into --out as a Hugging Face model."),
+    step: Optional[int] = typer.Option(None, "--step", min=1, help="With --export: the global step to export (default: the latest checkpoint)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. grpo.max_steps=100 verl.n_gpus_per_node=4 reward.preset=paper."),
+) -> None:
+    """Train a model with GRPO on the first-diagnosis task, as in DeepICD-R1."""
+    with user_errors():
+        if export is not None:
+            _export(export, out, step)
+            return
+        from deepicd.train.grpo_config import load_run_config
+
+        run = load_run_config(config, list(overrides or []), model=model, data_dir=data, out_dir=out, backend=backend)
+        missing = [flag for flag, value in (("--data", run.data_dir), ("--out", run.out_dir), ("--model", run.model)) if not value]
+        if missing:
+            raise UserError(f"missing {', '.join(missing)} (preset {run.name!r} does not set it)")
+        if run.backend == "trl":
+            if dry_run or preflight_only:
+                raise UserError("--dry-run and --preflight are for the verl backend; the trl backend runs in this process")
+            _train_trl(run)
+        else:
+            code = _train_verl(run, dry_run=dry_run, preflight_only=preflight_only, skip_preflight=skip_preflight,
+                               export_model=not no_export)
+            if code:
+                raise typer.Exit(code)
+
+
+def _export(checkpoint: Path, out: Optional[Path], step: Optional[int]) -> None:
+    from deepicd.train import grpo_verl
+
+    if out is None:
+        raise UserError("--export needs --out: the folder to write the Hugging Face model into")
+    target = grpo_verl.export(checkpoint, out, step)
+    typer.echo(f"exported {grpo_verl.find_checkpoint(checkpoint, step)} -> {target}")
+
+
+def _train_trl(run) -> None:
+    from deepicd.train import grpo_trl
+
+    typer.echo(f"GRPO with TRL: {run.name}, model {run.model}, data {run.data_dir} -> {run.out_dir}", err=True)
+    result = grpo_trl.train(run)
+    resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
+    typer.echo(
+        f"trained {result.steps} steps in {result.seconds:.1f} s{resumed}; dropped {result.dropped_prompts} "
+        f"over-long prompts; model -> {result.model_dir}; manifest -> {result.manifest}"
+    )
+
+
+def _train_verl(run, *, dry_run: bool, preflight_only: bool, skip_preflight: bool, export_model: bool) -> int:
+    from dataclasses import asdict
+
+    from deepicd import manifest
+    from deepicd.train import grpo_verl
+    from deepicd.train.data import verl_file
+
+    argv = grpo_verl.command(run)
+    if dry_run:
+        typer.echo(grpo_verl.shell_line(argv))
+        return 0
+    if not skip_preflight:
+        checks = grpo_verl.preflight(run, argv)
+        for check in checks:
+            mark = typer.style("ok  ", fg=typer.colors.GREEN) if check.ok else typer.style("FAIL", fg=typer.colors.RED)
+            typer.echo(f"{mark} {check.name}: {check.detail}", err=True)
+        failed = [check.name for check in checks if not check.ok]
+        if failed:
+            raise UserError(f"preflight failed ({', '.join(failed)}); nothing was started")
+        if preflight_only:
+            return 0
+    elif preflight_only:
+        raise UserError("--preflight and --skip-preflight contradict each other")
+    out = Path(run.out_dir)
+    record = {
+        "stage": run.stage,
+        "backend": "verl",
+        "name": run.name,
+        "init_model": run.model,
+        "seed": run.grpo.seed,
+        "config": asdict(run),
+        "command": argv,
+        "data": {split: {"path": str(verl_file(run.data_dir, split)), "sha256": manifest.sha256_file(verl_file(run.data_dir, split))}
+                 for split in ("train", "val") if verl_file(run.data_dir, split).is_file()},
+        "versions": manifest.versions(grpo_verl.VERSIONED),
+        "started": manifest.now(),
+    }
+    manifest.write_json(out / "manifest.json", record)
+    typer.echo(f"launching VERL ({run.verl.nnodes} node(s) x {run.verl.n_gpus_per_node} GPUs) -> {out}", err=True)
+    code = grpo_verl.launch(argv)
+    record.update(finished=manifest.now(), exit_code=code)
+    if code == 0 and export_model and run.verl.export_after_training:
+        target = grpo_verl.export(out / "checkpoints", out / "model")
+        record["model"] = str(target)
+        record["exported_from"] = str(grpo_verl.find_checkpoint(out / "checkpoints"))
+        typer.echo(f"exported the last checkpoint -> {target}", err=True)
+    manifest.write_json(out / "manifest.json", record)
+    return code

@@ -1,0 +1,1 @@
+"""Distillation: oracle-prompted teacher traces, stored resumably, filtered into SFT data."""

@@ -1,0 +1,338 @@
+"""Distillation: a teacher that is shown the gold code writes reasoning traces; the good ones become SFT data.
+
+The stage has two halves that share nothing but `traces.jsonl`:
+
+1. *Generate.* Every admission of the split without a stored trace gets the oracle
+   prompt (note, gold code, its tabular text, its chapter's guidelines) and the
+   teacher's completions are appended the moment they arrive. A rerun after a
+   crash picks up where the file ends; backend failures are counted, not stored,
+   so the next run retries them.
+2. *Build.* All stored traces are filtered (see `filters`) and the kept ones are
+   rewritten as prompt-completion pairs on the *task* prompt, which is what the
+   student sees at inference time. The teacher's oracle prompt never reaches the
+   SFT data. Validation samples are held out by patient, and the stats match the
+   paper's Table 2.
+
+Generation order does not matter: the outputs are built in input order from the
+file, so the SFT set is the same whatever crashed or ran in parallel before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pandas as pd
+from tqdm import tqdm
+
+from deepicd import icd
+from deepicd.commands import UserError
+from deepicd.distill import filters as trace_filters
+from deepicd import manifest
+from deepicd.distill.filters import FilterConfig
+from deepicd.distill.stats import DistillStats, report_markdown
+from deepicd.distill.store import StoreError, TraceStore, read_rows
+from deepicd.generate.base import GenerationRequest, GenerationResult, Generator, SamplingConfig
+from deepicd.generate.config import GeneratorConfig
+from deepicd.prompts import oracle, task
+
+REQUIRED_COLUMNS = ("hadm_id", "text", "first_code")
+TRACES = "traces.jsonl"
+RUN_FILE = "run.json"  # what the traces in this folder were made with; a rerun must match it
+IDENTITY_KEYS = ("split", "oracle_prompt", "teacher")
+
+
+@dataclass
+class DistillConfig:
+    """One distillation preset; shipped ones live in `configs/distill/*.yaml`."""
+
+    name: str = "paper"
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    guidelines_dir: str = ""  # folder of chapter_<n>.json files; empty: the tabular list's chapter notes
+    guidelines_max_chars: int = 4000  # cap on the guideline excerpt in the oracle prompt (0: no cap)
+    val_fraction: float = 0.02  # share of patients held out as SFT validation samples
+    split_seed: int = 42  # seeds the patient-level train/val assignment
+    sync_every: int = 32  # rows appended between two fsyncs of traces.jsonl
+    chunk_size: int = 2048  # prompts handed to the backend at a time: bounds the memory the prompts take
+    limit: int = 0  # generate at most this many new admissions in one run (0: all that are missing)
+
+
+@dataclass
+class DistillResult:
+    out: Path
+    stats: dict
+    generated_now: int
+    errors_now: int
+    seconds: float
+
+
+def validate(config: DistillConfig) -> DistillConfig:
+    from deepicd.generate import config as generator_config
+    from deepicd.generate import sampling
+
+    generator_config.validate(config.generator)
+    sampling.validate(config.sampling)
+    if not 0.0 <= config.val_fraction < 1.0:
+        raise UserError(f"invalid distill config at key 'val_fraction': {config.val_fraction} is not in [0, 1)")
+    for key in ("sync_every", "chunk_size"):
+        if getattr(config, key) < 1:
+            raise UserError(f"invalid distill config at key '{key}': must be at least 1, got {getattr(config, key)}")
+    if config.limit < 0:
+        raise UserError(f"invalid distill config at key 'limit': must not be negative, got {config.limit}")
+    bounds = config.filters
+    if bounds.min_words < 0 or (bounds.max_words > 0 and bounds.max_words < bounds.min_words):
+        raise UserError(
+            f"invalid distill config at keys 'filters.min_words'/'filters.max_words': {bounds.min_words}..{bounds.max_words}"
+        )
+    if config.guidelines_dir and not Path(config.guidelines_dir).is_dir():
+        raise UserError(f"invalid distill config at key 'guidelines_dir': folder not found: {config.guidelines_dir}")
+    return config
+
+
+# -- input -----------------------------------------------------------------------
+def load_split(data_dir: str | Path, split: str) -> pd.DataFrame:
+    """The preprocessed admissions of one split, checked for the columns and keys distillation needs."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"data folder not found: {data_dir}")
+    path = data_dir / f"{split}.parquet"
+    if not path.is_file():
+        found = ", ".join(sorted(p.name for p in data_dir.glob("*.parquet"))) or "no parquet files"
+        raise UserError(f"split file not found: {path} (the folder holds {found})")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise UserError(f"cannot read {path}: {exc}") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path} lacks column(s) {', '.join(missing)}; it has {', '.join(map(str, frame.columns))}")
+    keys = frame["hadm_id"].astype(str)
+    if keys.duplicated().any():
+        raise UserError(f"{path}: column hadm_id has duplicates, e.g. {keys[keys.duplicated()].iloc[0]}")
+    empty = frame["first_code"].map(icd.normalize) == ""
+    if empty.any():
+        raise UserError(f"{path}: column first_code is empty for hadm_id {keys[empty].iloc[0]}")
+    return frame.reset_index(drop=True)
+
+
+# -- generation ------------------------------------------------------------------
+def oracle_request(row, config: DistillConfig) -> GenerationRequest:
+    from deepicd import guidelines
+
+    gold = icd.normalize(row.first_code)
+    try:
+        excerpt = guidelines.code_excerpt(gold, config.guidelines_dir or None, config.guidelines_max_chars)
+    except guidelines.GuidelineError as exc:
+        raise UserError(str(exc)) from exc
+    return GenerationRequest(key=str(row.hadm_id), messages=oracle.messages(row.text, gold, excerpt), prefill=oracle.PREFILL)
+
+
+def _pending(frame: pd.DataFrame, store: TraceStore, limit: int) -> list:
+    rows = [row for row in frame.itertuples(index=False) if str(row.hadm_id) not in store]
+    return rows[:limit] if limit else rows
+
+
+def _check_identity(out: Path, identity: dict) -> None:
+    path = out / RUN_FILE
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} is not valid JSON: {exc}") from exc
+        for key in IDENTITY_KEYS:
+            if previous.get(key) != identity[key]:
+                raise UserError(
+                    f"{out} holds traces made with {key}={previous.get(key)!r}, this run has {identity[key]!r}; "
+                    f"use another --out (or delete {path} to mix them on purpose)"
+                )
+    else:
+        manifest.write_json(path, {**identity, "created": manifest.now()})
+
+
+def generate_missing(
+    frame: pd.DataFrame,
+    out: Path,
+    config: DistillConfig,
+    make_generator: Callable[[GeneratorConfig], Generator],
+) -> tuple[int, int]:
+    """Append teacher outputs for every admission of `frame` not yet in traces.jsonl; (written, errors)."""
+    written = errors = 0
+    with TraceStore(out / TRACES) as store:
+        if store.repaired_bytes:
+            tqdm.write(f"removed a torn last line ({store.repaired_bytes} bytes) from {store.path}", file=sys.stderr)
+        gold_of = dict(zip(frame["hadm_id"].astype(str), frame["first_code"].map(icd.normalize)))
+        subject_of = dict(zip(frame["hadm_id"].astype(str), frame["subject_id"])) if "subject_id" in frame else {}
+        pending = _pending(frame, store, config.limit)
+        done_before = sum(1 for key in gold_of if key in store)
+        if not pending:
+            return 0, 0
+        generator = make_generator(dataclasses.replace(config.generator, progress=False))
+        bar = tqdm(total=done_before + len(pending), initial=done_before, desc="distill", unit="note", dynamic_ncols=True)
+        try:
+            for result in _generate_in_chunks(generator, pending, config):
+                if result.error is not None or not result.completions:
+                    errors += 1
+                    bar.set_postfix(errors=errors, refresh=False)
+                    continue
+                row = {
+                    "hadm_id": result.key,
+                    "subject_id": _plain(subject_of.get(result.key)),
+                    "gold": gold_of.get(result.key),
+                    "completions": list(result.completions),
+                    "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": list(result.completion_tokens),
+                    "oracle_prompt": oracle.VERSION,
+                    "teacher": config.generator.model,
+                    "created": time.time(),
+                }
+                if store.append(row):
+                    written += 1
+                    bar.update(1)
+                    if written % config.sync_every == 0:
+                        store.sync()
+        finally:
+            store.sync()
+            bar.close()
+            generator.close()
+    return written, errors
+
+
+def _generate_in_chunks(generator: Generator, pending: list, config: DistillConfig) -> Iterator[GenerationResult]:
+    """Results for `pending`, the prompts built and handed over `chunk_size` at a time.
+
+    Oracle prompts carry the note, tabular text and guidelines (about 10 kB each);
+    building all of a 65k-note split at once would hold most of a gigabyte.
+    """
+    for start in range(0, len(pending), config.chunk_size):
+        requests = [oracle_request(row, config) for row in pending[start : start + config.chunk_size]]
+        yield from generator.generate(requests, config.sampling)
+
+
+def _plain(value):
+    """A numpy scalar as the plain Python value JSON can hold."""
+    return value.item() if hasattr(value, "item") else value
+
+
+# -- building the SFT set ------------------------------------------------------------
+def _val_subjects(subjects: list[str], fraction: float, seed: int) -> set[str]:
+    """Patients held out: those whose seeded hash falls below `fraction`, at least one if any are asked for."""
+    if fraction <= 0 or len(subjects) < 2:
+        return set()
+    scored = {s: int(hashlib.sha256(f"{seed}:{s}".encode()).hexdigest()[:12], 16) / 16**12 for s in subjects}
+    chosen = {s for s, value in scored.items() if value < fraction}
+    if not chosen:
+        chosen = {min(scored, key=scored.get)}
+    if len(chosen) == len(subjects):
+        chosen.discard(max(chosen, key=scored.get))
+    return chosen
+
+
+def build_sft(frame: pd.DataFrame, traces: Path, config: DistillConfig) -> tuple[pd.DataFrame, pd.DataFrame, DistillStats]:
+    """Filter the stored traces of `frame`'s admissions into SFT train/val tables (input order) and stats."""
+    stats = DistillStats(admissions=len(frame))
+    stored = {row["hadm_id"]: row for row in read_rows(traces)}
+    samples = []
+    for row in frame.itertuples(index=False):
+        key = str(row.hadm_id)
+        entry = stored.get(key)
+        if entry is None:
+            continue
+        gold = icd.normalize(row.first_code)
+        verdicts = [trace_filters.check(c, gold, config.filters, oracle.PREFILL) for c in entry["completions"]]
+        chosen = stats.add(gold, verdicts)
+        if chosen is None:
+            continue
+        completion = trace_filters.sft_completion(chosen.trace, gold, task.PREFILL)
+        samples.append(
+            {
+                "prompt": task.messages(row.text),
+                "completion": [{"role": "assistant", "content": completion}],
+                "hadm_id": key,
+                "subject_id": str(getattr(row, "subject_id", key)),
+                "code": gold,
+                "trace_words": chosen.words,
+            }
+        )
+    columns = ["prompt", "completion", "hadm_id", "subject_id", "code", "trace_words"]
+    table = pd.DataFrame(samples, columns=columns)
+    held_out = _val_subjects(sorted(set(table["subject_id"])), config.val_fraction, config.split_seed)
+    is_val = table["subject_id"].isin(held_out)
+    train, val = table[~is_val].reset_index(drop=True), table[is_val].reset_index(drop=True)
+    stats.sft_train, stats.sft_val = len(train), len(val)
+    return train, val, stats
+
+
+def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    table.to_parquet(staging, index=False)
+    staging.replace(path)
+
+
+# -- the stage ---------------------------------------------------------------------
+def default_generator(config: GeneratorConfig) -> Generator:
+    from deepicd.generate import build_generator
+
+    return build_generator(config)
+
+
+def run(
+    data_dir: str | Path,
+    split: str,
+    out: str | Path,
+    config: DistillConfig,
+    *,
+    make_generator: Callable[[GeneratorConfig], Generator] = default_generator,
+) -> DistillResult:
+    """Generate what is missing, then (re)build sft/{train,val}.parquet, stats.json, report.md, manifest.json."""
+    started = time.perf_counter()
+    validate(config)
+    frame = load_split(data_dir, split)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = {"split": split, "oracle_prompt": oracle.VERSION, "teacher": config.generator.model}
+    _check_identity(out, identity)
+    try:
+        written, errors = generate_missing(frame, out, config, make_generator)
+        train, val, stats = build_sft(frame, out / TRACES, config)
+    except StoreError as exc:
+        raise UserError(str(exc)) from exc
+    stats.backend_errors = errors
+    summary = stats.as_dict()
+
+    _write_parquet(train, out / "sft" / "train.parquet")
+    _write_parquet(val, out / "sft" / "val.parquet")
+    manifest.write_json(out / "stats.json", summary)
+    manifest.write_text(
+        out / "report.md",
+        report_markdown(summary, split=split, teacher=config.generator.model, prompt_version=oracle.VERSION),
+    )
+    data_file = Path(data_dir) / f"{split}.parquet"
+    manifest.write_json(
+        out / "manifest.json",
+        {
+            "stage": "distill",
+            "created": manifest.now(),
+            "split": split,
+            "seed": config.sampling.seed,
+            "prompts": {"oracle": oracle.VERSION, "task": task.VERSION},
+            "config": dataclasses.asdict(config),
+            "versions": manifest.versions(),
+            "inputs": {str(data_file): manifest.sha256_file(data_file)},
+            "outputs": {
+                name: manifest.sha256_file(out / name) for name in ("sft/train.parquet", "sft/val.parquet", TRACES)
+                if (out / name).is_file()
+            },
+            "summary": {k: summary[k] for k in ("table2", "admissions", "generated", "kept", "backend_errors")},
+        },
+    )
+    return DistillResult(out, summary, written, errors, time.perf_counter() - started)
+

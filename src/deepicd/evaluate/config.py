@@ -1,0 +1,90 @@
+"""Typed settings of `deepicd evaluate`. Presets live in `configs/evaluate/*.yaml`.
+
+Scoring settings (how completions are read, how the label space treats
+predictions, bootstrap size) sit beside the generation settings, so one
+manifest records everything that shaped a row of Table 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from deepicd.generate.base import SamplingConfig
+from deepicd.generate.config import GeneratorConfig
+
+SELECTIONS = ("first", "majority")
+NIL_SCOPES = ("level", "all")
+CODE_PATTERNS = ("release", "paper")
+
+
+@dataclass
+class BootstrapConfig:
+    """Percentile bootstrap over notes; `samples: 0` skips the intervals."""
+
+    samples: int = 1000
+    confidence: float = 0.95
+    seed: int = 42
+
+
+def _greedy() -> SamplingConfig:
+    # One greedy answer per note unless the user asks for k samples (then set a temperature).
+    return SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=1024, n=1, seed=42)
+
+
+@dataclass
+class EvaluateConfig:
+    """One evaluation: which split, how predictions are read and scored, how they are generated."""
+
+    name: str = "default"
+    # Split of the data folder to evaluate in --model mode ("test", "val", ...).
+    split: str = "test"
+    # Evaluate only the first N notes (0: all), for smoke tests.
+    limit: int = 0
+    # Label space CSV (column `code`); empty: `labels.csv` of the data folder, else the gold codes present.
+    labels: str = ""
+    # The assistant prefill the completions were generated after; put back before parsing.
+    prefill: str = "<think>"
+    # "release": every category of the ICD-10-CM release is valid; "paper": the published pattern.
+    code_pattern: str = "release"
+    # "level": a prediction is NIL at a level when its projection (code, category, chapter) is outside
+    # that level's label space, as the published evaluation does; "all": NIL at every level as soon as
+    # the full code is outside the label space.
+    nil_scope: str = "all"
+    # With k samples per note, which one is scored: the first, or the majority vote of the full codes.
+    selection: str = "first"
+    # Method label for `deepicd report` (baseline, grpo, sft, sft-grpo); empty: from the model's manifest.
+    stage: str = ""
+    plots: bool = True
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    sampling: SamplingConfig = field(default_factory=_greedy)
+    # --model mode only: the backend and its settings (`generator.model` is set from --model).
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+
+def validate(config: EvaluateConfig) -> EvaluateConfig:
+    """Check the values a schema cannot: choices and ranges, each error naming its key."""
+    from deepicd.config import ConfigError
+
+    choices = {"selection": SELECTIONS, "nil_scope": NIL_SCOPES, "code_pattern": CODE_PATTERNS}
+    for key, allowed in choices.items():
+        value = getattr(config, key)
+        if value not in allowed:
+            raise ConfigError(f"'{key}' must be one of {list(allowed)}, not {value!r}")
+    if config.limit < 0:
+        raise ConfigError(f"'limit' must be >= 0, not {config.limit}")
+    if config.bootstrap.samples < 0:
+        raise ConfigError(f"'bootstrap.samples' must be >= 0, not {config.bootstrap.samples}")
+    if not 0.0 < config.bootstrap.confidence < 1.0:
+        raise ConfigError(f"'bootstrap.confidence' must lie strictly between 0 and 1, not {config.bootstrap.confidence}")
+    if config.sampling.n < 1:
+        raise ConfigError(f"'sampling.n' must be >= 1, not {config.sampling.n}")
+    if not config.split:
+        raise ConfigError("'split' must name a split of the data folder, e.g. test")
+    return config
+
+
+def load_evaluate_config(name_or_path: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> EvaluateConfig:
+    """An evaluation preset by name or YAML path, with key=value overrides, validated."""
+    from deepicd.config import load
+
+    return validate(load(EvaluateConfig, "evaluate", name_or_path, overrides))

@@ -1,0 +1,158 @@
+"""Reading what an evaluation scores: a predictions JSONL, or a preprocess data folder.
+
+Both readers fail early, naming the file, the line or the column at fault, so
+a long generation run never ends in a traceback over a typo in a field name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepicd import icd
+from deepicd.commands import UserError
+from deepicd.jsonl import read_objects
+
+SPLIT_COLUMNS = ("hadm_id", "text", "first_code")
+
+
+@dataclass
+class Predictions:
+    """Rows to score: an id, the gold code and k completions (text generated after the prefill) each."""
+
+    ids: list[str]
+    gold: np.ndarray  # normalised gold codes, object array
+    completions: list[list[str]]
+
+    @property
+    def k(self) -> int:
+        return len(self.completions[0]) if self.completions else 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _gold_of(value: object, where: str) -> str:
+    if isinstance(value, list):
+        if not value or not all(isinstance(code, str) for code in value):
+            raise UserError(f"{where}: 'gold' must be a code or a non-empty list of codes, got {json.dumps(value)[:60]}")
+        value = value[0]
+    if not isinstance(value, str):
+        raise UserError(f"{where}: 'gold' must be a code or a non-empty list of codes, got {json.dumps(value)[:60]}")
+    code = icd.normalize(value)
+    if not code:
+        raise UserError(f"{where}: 'gold' is empty")
+    return code
+
+
+def _completions_of(row: dict, where: str) -> list[str]:
+    if "completions" in row:
+        value = row["completions"]
+        if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
+            raise UserError(f"{where}: 'completions' must be a non-empty list of strings")
+        return value
+    if "completion" not in row:
+        raise UserError(f"{where}: missing field 'completion' (or 'completions' for k samples)")
+    if not isinstance(row["completion"], str):
+        raise UserError(f"{where}: 'completion' must be a string, got {type(row['completion']).__name__}")
+    return [row["completion"]]
+
+
+def read_predictions(path: Path, *, limit: int = 0, progress: bool = False) -> Predictions:
+    """Rows of a JSONL file with `gold` and `completion` (or `completions`), optional `id`; blank lines skipped."""
+    if not path.is_file():
+        raise UserError(f"predictions file not found: {path}")
+    ids: list[str] = []
+    gold: list[str] = []
+    completions: list[list[str]] = []
+    k = None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=path.stat().st_size, desc=f"reading {path.name}", unit="B", unit_scale=True, leave=False)
+    try:
+        for number, row in read_objects(path, bar):
+            where = f"{path}:{number}"
+            if "gold" not in row:
+                raise UserError(f"{where}: missing field 'gold'")
+            texts = _completions_of(row, where)
+            if k is None:
+                k = len(texts)
+            elif len(texts) != k:
+                raise UserError(f"{where}: {len(texts)} completions, but earlier rows have {k}; every row needs the same k")
+            identifier = row.get("id", number)
+            if not isinstance(identifier, (str, int)) or isinstance(identifier, bool):
+                raise UserError(f"{where}: 'id' must be a string or an integer")
+            gold.append(_gold_of(row["gold"], where))
+            completions.append(texts)
+            ids.append(str(identifier))
+            if limit and len(ids) >= limit:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if not ids:
+        raise UserError(f"predictions file {path} holds no rows")
+    return Predictions(ids, np.asarray(gold, dtype=object), completions)
+
+
+def split_path(data_dir: Path, split: str) -> Path:
+    return data_dir / f"{split}.parquet"
+
+
+def read_split(data_dir: Path, split: str, *, limit: int = 0) -> pd.DataFrame:
+    """The notes of one split (`hadm_id, text, first_code`), in file order."""
+    if not data_dir.is_dir():
+        raise UserError(f"data folder not found: {data_dir}")
+    path = split_path(data_dir, split)
+    if not path.is_file():
+        found = sorted(p.stem for p in data_dir.glob("*.parquet"))
+        raise UserError(f"split {split!r} not found: no {path} (splits there: {', '.join(found) or 'none'})")
+    import pyarrow.parquet as pq
+
+    columns = pq.read_schema(path).names
+    missing = [c for c in SPLIT_COLUMNS if c not in columns]
+    if missing:
+        raise UserError(f"{path} lacks column(s) {', '.join(missing)} (has: {', '.join(columns)})")
+    table = pd.read_parquet(path, columns=list(SPLIT_COLUMNS))
+    if limit:
+        table = table.head(limit)
+    if table.empty:
+        raise UserError(f"{path} holds no notes")
+    if table["first_code"].isna().any():
+        row = int(np.flatnonzero(table["first_code"].isna().to_numpy())[0])
+        raise UserError(f"{path}: 'first_code' is missing in row {row}")
+    return table.reset_index(drop=True)
+
+
+def read_train_codes(data_dir: Path | None) -> tuple[np.ndarray | None, Path | None]:
+    """First codes of the train split, for the majority baseline and frequency terciles; None without one."""
+    if data_dir is None:
+        return None, None
+    path = split_path(data_dir, "train")
+    if not path.is_file():
+        return None, None
+    import pyarrow.parquet as pq
+
+    if "first_code" not in pq.read_schema(path).names:
+        raise UserError(f"{path} lacks column 'first_code'")
+    codes = pd.read_parquet(path, columns=["first_code"])["first_code"].dropna()
+    codes = np.asarray([icd.normalize(c) for c in codes], dtype=object)
+    return (codes if len(codes) else None), path
+
+
+def find_labels(labels: str | Path | None, data_dir: Path | None) -> Path | None:
+    """The label space file: the one given, else `labels.csv` in the data folder, else None."""
+    if labels:
+        path = Path(labels)
+        if not path.is_file():
+            raise UserError(f"labels file not found: {path}")
+        return path
+    if data_dir is not None and (data_dir / "labels.csv").is_file():
+        return data_dir / "labels.csv"
+    return None

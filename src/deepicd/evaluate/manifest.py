@@ -1,0 +1,103 @@
+"""What produced an evaluation: config, inputs with checksums, package versions, model.
+
+A row of Table 3 is only as trustworthy as the record of where it came from;
+`deepicd report` also reads the `stage` written here to group runs into
+Baselines / GRPO / SFT / SFT+GRPO. Versions and checksums come from the
+project-wide `deepicd.manifest`; the streaming atomic writer lives here because
+predictions.jsonl is too large to build in memory first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from deepicd import manifest as shared
+
+PACKAGES = ("deepicd", "numpy", "pandas", "scikit-learn", "matplotlib", "simple-icd-10-cm", "torch", "transformers", "vllm", "openai")
+
+
+def describe_input(path: Path | str | None) -> dict | None:
+    """Path, size and sha256 of a file; path and kind of a folder or model id."""
+    if path is None or path == "":
+        return None
+    p = Path(path)
+    if p.is_file():
+        return {"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": shared.sha256_file(p)}
+    if p.is_dir():
+        return {"path": str(p.resolve()), "kind": "folder"}
+    return {"path": str(path), "kind": "name"}
+
+
+def _recorded_stage(path: Path) -> str:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return ""
+    return str(data.get("method") or data.get("stage") or "") if isinstance(data, dict) else ""
+
+
+def model_stage(model: str | Path | None) -> str:
+    """The `method` or `stage` recorded by the stage that produced a model folder, or "".
+
+    Training stages write their manifest either inside the model folder or beside
+    it (OUT/manifest.json for OUT/model); the latter is trusted only when it names
+    a training method, so an unrelated manifest one level up is never picked up.
+    """
+    from deepicd.evaluate.table import group_of
+
+    if not model or not Path(model).is_dir():
+        return ""
+    folder = Path(model)
+    inside = folder / "manifest.json"
+    if inside.is_file():
+        return _recorded_stage(inside)
+    beside = folder.parent / "manifest.json"
+    if beside.is_file():
+        stage = _recorded_stage(beside)
+        return stage if group_of(stage) != "Other" else ""
+    return ""
+
+
+def build(config: dict, inputs: dict[str, Path | str | None], *, model: str | None, stage: str, extra: dict | None = None) -> dict:
+    manifest = {
+        "command": "evaluate",
+        "created": shared.now(),
+        "argv": sys.argv[1:],
+        "config": config,
+        "inputs": {name: described for name, value in inputs.items() if (described := describe_input(value))},
+        "model": model,
+        "versions": shared.versions(PACKAGES),
+    }
+    if stage:
+        manifest["stage"] = stage
+    if extra:
+        manifest.update(extra)
+    return manifest
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
+    """A handle on a temporary file beside `path`, renamed onto `path` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(handle, mode, encoding=encoding) as out:
+            yield out
+        os.chmod(temp, 0o644)  # mkstemp files are owner-only; outputs are meant to be shared
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, then rename."""
+    with atomic_open(path) as out:
+        out.write(text)

@@ -1,0 +1,268 @@
+"""Generation through an OpenAI-compatible server on the user's own machines (vllm serve, transformers serve).
+
+A server keeps the model loaded between stages and batches requests from many
+clients; this client only has to keep enough requests in flight. It runs an
+asyncio loop in a helper thread (so it also works where the caller already runs
+one, as in a notebook) with at most `concurrency` requests open, and hands
+results back as they complete. Every attempt has a deadline; connection errors,
+timeouts, 429 and 5xx are retried with exponential backoff; a request that still
+fails comes back with `error` set instead of stopping the run, so one stuck
+prompt cannot cost the other ten thousand.
+
+The URL is checked against the MIMIC endpoint policy before anything is sent,
+and proxy environment variables are ignored: the check vetted the server's
+address, and a proxy would be a third party.
+
+Prefill, i.e. continuing an assistant turn that already starts with `<think>`:
+- api="completions" renders `chat_template + prefill` locally with the model's
+  tokenizer and sends the text; every server supports this.
+- api="chat" sends the prefill as a final assistant message with vLLM's
+  `continue_final_message` extension; `transformers serve` rejects those fields.
+Server dialects (`server`): vLLM takes `n` and samples with the request's
+settings as given; `transformers serve` ignores `n` (we send n requests with
+seeds seed..seed+n-1) and samples only when told through its `generation_config`
+field, which we always send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from deepicd.commands import UserError
+from deepicd.endpoints import EndpointRefused, api_key_from_env, check_endpoint, redact
+from deepicd.generate import sampling as rules
+from deepicd.generate.base import GenerationRequest, GenerationResult, SamplingConfig
+from deepicd.generate.config import GeneratorConfig, validate
+from deepicd.generate.render import server_prompt_text
+
+_MAX_BACKOFF_S = 60.0
+
+
+class _GiveUp(Exception):
+    """A request that failed for good: a 4xx answer, or retries exhausted."""
+
+
+class OpenAIGenerator:
+    """Client for an OpenAI-compatible `/v1/completions` or `/v1/chat/completions` endpoint."""
+
+    def __init__(self, config: GeneratorConfig, *, tokenizer=None):
+        validate(config)
+        try:
+            self.url = check_endpoint(config.url, config.allowed_hosts, config.allow_external_endpoint)
+        except EndpointRefused as exc:
+            raise UserError(str(exc)) from exc
+        self.config = config
+        self.tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer(config)
+
+    @staticmethod
+    def _load_tokenizer(config: GeneratorConfig):
+        """The tokenizer that renders prompts (completions API) or counts tokens (chat API, if at hand)."""
+        from deepicd.models import load_tokenizer
+
+        path = config.tokenizer_path or (config.model if Path(config.model).expanduser().is_dir() else "")
+        if not path:
+            if config.api == "completions":
+                raise UserError(
+                    f"api=completions renders prompts locally, but model {config.model!r} is not a local folder: "
+                    "set tokenizer_path to the served model's folder (or a local copy of its tokenizer)"
+                )
+            return None
+        return load_tokenizer(path, purpose="generate")
+
+    def close(self) -> None:
+        """Nothing to release: each `generate` call opens and closes its own connections."""
+
+    def generate(self, requests: Iterable[GenerationRequest], sampling: SamplingConfig) -> Iterator[GenerationResult]:
+        from tqdm import tqdm
+
+        rules.validate(sampling)
+        requests = list(requests)
+        if not requests:
+            return
+        if self.config.api == "chat" and self.config.server == "transformers" and any(r.prefill for r in requests):
+            raise UserError(
+                "transformers serve cannot continue a prefilled assistant turn in chat mode "
+                "(it rejects continue_final_message); use api=completions with it"
+            )
+        prompts = [self._prompt(request) for request in requests]
+        outbox: queue.Queue = queue.Queue()
+        loop = asyncio.new_event_loop()
+        main = loop.create_task(self._run(requests, prompts, sampling, outbox.put))
+        worker = threading.Thread(target=_drive, args=(loop, main, outbox), name="deepicd-openai-client", daemon=True)
+        worker.start()
+        try:
+            with tqdm(total=len(requests), desc="generating", unit="prompt", disable=not self.config.progress) as bar:
+                for _ in range(len(requests)):
+                    item = outbox.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    bar.update(1)
+                    yield item
+        finally:
+            if not main.done():  # the caller stopped early: cancel what is still in flight
+                try:
+                    loop.call_soon_threadsafe(main.cancel)
+                except RuntimeError:  # the loop closed in the meantime; nothing is left to cancel
+                    pass
+            worker.join()
+
+    # -- one request ----------------------------------------------------------------------------------
+
+    def _prompt(self, request: GenerationRequest):
+        """What is sent for a request: the rendered text (completions) or the messages (chat)."""
+        if self.config.api == "completions":
+            return server_prompt_text(self.tokenizer, request)
+        messages = [dict(message) for message in request.messages]
+        if request.prefill:
+            messages.append({"role": "assistant", "content": request.prefill})
+        return messages
+
+    async def _run(self, requests, prompts, sampling: SamplingConfig, emit) -> None:
+        import openai
+
+        client = openai.AsyncOpenAI(
+            base_url=self.url,
+            api_key=api_key_from_env(self.config.api_key_env),
+            max_retries=0,  # retried here, with our own policy and deadline
+            timeout=self.config.timeout_s,
+            http_client=openai.DefaultAsyncHttpxClient(trust_env=False),
+        )
+        limit = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(request: GenerationRequest, prompt) -> None:
+            emit(await self._complete(client, limit, request, prompt, sampling))
+
+        async with client:
+            await asyncio.gather(*(one(request, prompt) for request, prompt in zip(requests, prompts)))
+
+    async def _complete(
+        self, client, limit, request: GenerationRequest, prompt, sampling: SamplingConfig
+    ) -> GenerationResult:
+        """All `n` completions of one request, or a result with `error` set."""
+        wanted = rules.draws(sampling)
+        # vLLM draws n samples in one call; transformers serve ignores n, so it gets n calls with distinct seeds.
+        asks = [wanted] if self.config.server == "vllm" else [1] * wanted
+        texts: list[str] = []
+        counts: list[int | None] = []
+        prompt_tokens = 0
+        try:
+            while len(texts) < wanted:
+                offsets = [len(texts) + sum(asks[:i]) for i in range(len(asks))]
+                calls = [
+                    self._call_with_retries(client, limit, prompt, sampling, ask, sampling.seed + offset)
+                    for ask, offset in zip(asks, offsets)
+                ]
+                answers = await asyncio.gather(*calls, return_exceptions=True)
+                failure = next((a for a in answers if isinstance(a, BaseException)), None)
+                if failure is not None:
+                    raise failure
+                got = 0
+                for batch_texts, batch_counts, used_prompt in answers:
+                    texts.extend(batch_texts)
+                    counts.extend(batch_counts)
+                    prompt_tokens = prompt_tokens or used_prompt
+                    got += len(batch_texts)
+                if got == 0:
+                    raise _GiveUp("the server answered with no completions")
+                # A server that returned fewer than asked (it ignored `n`): ask again, one at a time.
+                asks = [1] * (wanted - len(texts))
+        except _GiveUp as exc:
+            return rules.failed(request, str(exc))
+        except Exception as exc:  # never let one malformed answer end the run
+            return rules.failed(request, f"{type(exc).__name__}: {exc}")
+        texts = texts[:wanted]
+        known = [c for c in counts[:wanted] if c is not None]
+        texts, known = rules.widen(texts, known if len(known) == len(texts) else [], sampling.n)
+        return GenerationResult(
+            key=request.key, completions=texts, prompt_tokens=prompt_tokens, completion_tokens=known
+        )
+
+    async def _call_with_retries(self, client, limit, prompt, sampling: SamplingConfig, n: int, seed: int):
+        import openai
+
+        attempts = self.config.retries + 1
+        reason = ""
+        for attempt in range(attempts):
+            try:
+                async with limit:
+                    response = await asyncio.wait_for(
+                        self._call(client, prompt, sampling, n, seed), timeout=self.config.timeout_s
+                    )
+                return self._parse(response)
+            except (TimeoutError, openai.APITimeoutError):
+                reason = f"no answer within {self.config.timeout_s:g} s"
+            except openai.APIConnectionError as exc:
+                reason = f"connection failed ({exc.__cause__ or exc})"
+            except openai.APIStatusError as exc:
+                if exc.status_code != 429 and exc.status_code < 500:
+                    raise _GiveUp(f"HTTP {exc.status_code} from {redact(self.url)}: {_detail(exc)}") from exc
+                reason = f"HTTP {exc.status_code}: {_detail(exc)}"
+            if attempt + 1 < attempts:
+                await asyncio.sleep(min(self.config.backoff_s * 2**attempt, _MAX_BACKOFF_S))
+        raise _GiveUp(f"gave up after {attempts} attempt(s) at {redact(self.url)}: {reason}")
+
+    async def _call(self, client, prompt, sampling: SamplingConfig, n: int, seed: int):
+        greedy = rules.is_greedy(sampling)
+        arguments = {
+            "model": self.config.model,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": seed,
+        }
+        extra: dict = {}
+        if self.config.server == "vllm":
+            arguments["n"] = n
+        else:
+            # transformers serve samples only if its generation config says so; neutralise model defaults too.
+            settings = {"do_sample": False} if greedy else {"do_sample": True, "top_k": 0, "repetition_penalty": 1.0}
+            extra["generation_config"] = json.dumps(settings)
+        if self.config.api == "completions":
+            return await client.completions.create(prompt=prompt, extra_body=extra or None, **arguments)
+        if prompt and prompt[-1]["role"] == "assistant":
+            extra.update({"continue_final_message": True, "add_generation_prompt": False})
+        return await client.chat.completions.create(messages=prompt, extra_body=extra or None, **arguments)
+
+    def _parse(self, response) -> tuple[list[str], list[int | None], int]:
+        """Texts in choice order, per-choice token counts where known, and the prompt's token count."""
+        choices = sorted(response.choices, key=lambda choice: choice.index)
+        if self.config.api == "completions":
+            texts = [choice.text or "" for choice in choices]
+        else:
+            texts = [choice.message.content or "" for choice in choices]
+        usage = response.usage
+        if usage is not None and len(texts) == 1:
+            counts: list[int | None] = [usage.completion_tokens]
+        elif self.tokenizer is not None:
+            counts = [len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+        else:
+            counts = [None] * len(texts)
+        return texts, counts, (usage.prompt_tokens if usage is not None else 0)
+
+
+def _drive(loop: asyncio.AbstractEventLoop, main: asyncio.Task, outbox: queue.Queue) -> None:
+    """Thread body: run the client loop to the end; a crash of the loop itself reaches the caller."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    except asyncio.CancelledError:
+        pass
+    except BaseException as exc:  # handed to the consumer, which re-raises it in its own thread
+        outbox.put(exc)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _detail(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("message") or body.get("error")
+        if detail:
+            return str(detail)[:500]
+    return str(exc)[:500]

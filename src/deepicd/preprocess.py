@@ -1,0 +1,161 @@
+"""The `preprocess` stage: MIMIC-IV (+ MIMIC-IV-Note) in, admission-note datasets out.
+
+The stage's configuration and its one entry point, `run`. Reading and
+filtering live in `deepicd.mimic.collect`, the files in `deepicd.mimic.outputs`;
+the ICD-10-CM release loads meanwhile in a side process (`OntologyService`).
+
+Outputs are written into a temporary folder beside `--out` and renamed into
+place at the end, so an interrupted run leaves nothing half-written, and an
+existing dataset is only replaced with `overwrite=true`. Tables are a pure
+function of the inputs and the config: rerunning gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+
+from deepicd import config as config_lib
+from deepicd.commands import UserError
+from deepicd.mimic import sections, tables
+from deepicd.mimic.collect import collect, locate_inputs
+from deepicd.mimic.ontology import OntologyService
+from deepicd.mimic.outputs import package_versions, write_outputs
+from deepicd.prompts import task
+
+DATA_SOURCE = "deepicd/mimic-iv"
+
+
+@dataclass
+class SplitConfig:
+    """Shares of train/val/test (normalised to sum 1) and the stratification threshold."""
+
+    train: float = 0.7
+    val: float = 0.1
+    test: float = 0.2
+    min_count: int = 5  # first codes seen fewer times go to train with all of their patients' admissions
+
+
+@dataclass
+class NoteConfig:
+    """Which discharge-summary sections make the admission note, in order."""
+
+    sections: list[str] = field(default_factory=lambda: list(sections.ADMISSION_SECTIONS))
+    require_any: list[str] = field(default_factory=lambda: list(sections.REQUIRED_ANY))
+
+
+@dataclass
+class PreprocessConfig:
+    """Schema of `configs/preprocess/*.yaml`; the CLI fills the paths."""
+
+    mimic_dir: str = ""  # MIMIC-IV root: holds hosp/ (or the hosp tables themselves)
+    note_dir: Optional[str] = None  # MIMIC-IV-Note root (holds note/); default: mimic_dir
+    out: str = ""
+    overwrite: bool = False
+    seed: int = 42
+    data_source: str = DATA_SOURCE
+    split: SplitConfig = field(default_factory=SplitConfig)
+    note: NoteConfig = field(default_factory=NoteConfig)
+    block_size_mb: int = 4  # CSV bytes parsed per block; peak memory grows with it
+    workers: int = 2  # processes that cut notes; 0: all in this process (and the ICD release too)
+    progress: bool = True
+
+
+def load_config(name_or_path: str = "default", overrides: tuple[str, ...] | list[str] = ()) -> PreprocessConfig:
+    return config_lib.load(PreprocessConfig, "preprocess", name_or_path, overrides)
+
+
+def validate(config: PreprocessConfig) -> None:
+    if not config.mimic_dir:
+        raise UserError("no MIMIC-IV folder given (--mimic-dir)")
+    if not config.out:
+        raise UserError("no output folder given (--out)")
+    known = set(sections.SECTION_HEADERS.values())
+    unknown = [s for s in config.note.sections if s not in known]
+    if unknown:
+        raise UserError(f"note.sections: unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    stray = [s for s in config.note.require_any if s not in config.note.sections]
+    if stray or not config.note.require_any:
+        raise UserError(f"note.require_any must be a non-empty subset of note.sections; not in it: {stray}")
+    ratios = (config.split.train, config.split.val, config.split.test)
+    if min(ratios) < 0 or sum(ratios) <= 0:
+        raise UserError(f"split ratios must be non-negative with a positive sum, not {list(ratios)}")
+    if config.split.min_count < 0 or config.block_size_mb < 1 or config.workers < 0:
+        raise UserError("split.min_count and workers must be >= 0, block_size_mb >= 1")
+
+
+@dataclass
+class _Staging:
+    """A temporary folder beside the destination, renamed into place only on success."""
+
+    out: Path
+    overwrite: bool
+    path: Path = field(init=False)
+
+    def __enter__(self) -> Path:
+        self.path = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}"
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir(parents=True)
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        if self.out.exists():
+            if not self.overwrite:
+                shutil.rmtree(self.path, ignore_errors=True)
+                raise UserError(f"{self.out} appeared during the run; not replacing it")
+            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+            self.out.rename(old)
+            self.path.rename(self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            self.path.rename(self.out)
+
+
+def run(config: PreprocessConfig) -> Path:
+    """Run the stage; returns the output folder."""
+    validate(config)
+    out = Path(config.out)
+    if out.exists() and not config.overwrite:
+        raise UserError(f"output folder {out} already exists; pass --overwrite (overwrite=true) to replace it")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a folder")
+    inputs = locate_inputs(config)
+    started = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _Staging(out, config.overwrite) as folder:
+        with OntologyService(background=config.workers > 0) as service:
+            collected = collect(inputs, config)
+            if len(collected.kept.text) == 0:
+                raise UserError("no admission is left after filtering: "
+                                + ", ".join(f"{reason}: {n}" for reason, n in collected.funnel))
+            pa.default_memory_pool().release_unused()  # hand the CSV blocks' memory back before the writes
+            ontology = service.describe(collected.kept.first_code)
+        counts = write_outputs(folder, collected, inputs, config, ontology)
+        manifest = {
+            "stage": "preprocess",
+            "prompt_version": task.VERSION,
+            "seed": config.seed,
+            "config": config_lib.to_dict(config),
+            "inputs": {
+                name: {"path": str(path), "bytes": path.stat().st_size, "sha256": tables.sha256(path)}
+                for name, path in inputs.items()
+            },
+            "mimic_versions": counts.pop("mimic_versions"),
+            "counts": counts,
+            "outputs": sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()),
+            "packages": package_versions(),
+            "duration_s": round(time.perf_counter() - started, 2),
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return out
+

@@ -1,0 +1,207 @@
+"""The GRPO run configuration: one typed schema for both engines, presets in `configs/grpo/*.yaml`.
+
+Hyper-parameters are named once, engine-neutrally (`grpo:`), in the units the
+paper reports them: a step takes `train_batch_size` prompts and samples
+`num_generations` completions for each; the optimizer updates once per
+`mini_batch_size` prompts. `grpo_verl` and `grpo_trl` translate these into
+each engine's own keys, so a preset means the same run on either engine.
+Settings only one engine has live in its block (`verl:`, `trl:`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+from deepicd.config import ConfigError, available_presets, load
+
+BACKENDS = ("verl", "trl")
+STAGES = ("grpo", "sft-grpo")
+
+
+@dataclass
+class RewardSettings:
+    """Which reward preset scores the completions (`configs/rewards/<preset>.yaml` or a YAML path)."""
+
+    preset: str = "paper-judge"
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GRPOSettings:
+    """Engine-neutral GRPO hyper-parameters (the paper's R1-zero values by default)."""
+
+    train_batch_size: int = 64  # prompts per step
+    mini_batch_size: int = 64  # prompts per optimizer update; equal to train_batch_size = one update per step
+    num_generations: int = 8  # completions sampled per prompt (the group)
+    temperature: float = 0.9
+    top_p: float = 1.0
+    learning_rate: float = 1e-6
+    warmup_steps: int = 80
+    epochs: int = 1
+    max_steps: int = -1  # > 0 stops after this many steps; -1 lets `epochs` decide
+    max_prompt_length: int = 2048  # tokens; longer prompts are dropped, not truncated
+    max_completion_length: int = 1024  # tokens
+    entropy_coef: float = 0.001
+    kl_loss_coef: float = 0.0  # 0 = no KL loss, no reference model
+    kl_in_reward: bool = False
+    clip_ratio: float = 0.2
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+    save_steps: int = 50
+    eval_steps: int = 50  # validation every N steps (VERL); 0 = never
+    seed: int = 42
+
+
+@dataclass
+class VerlSettings:
+    """Settings only VERL has: cluster shape, rollout engine, micro-batching, logging."""
+
+    nnodes: int = 1
+    n_gpus_per_node: int = 8
+    ray_address: str = ""  # multi-node: address of a running Ray cluster ("auto" or host:port); empty = local
+    micro_batch_size_per_gpu: int = 4
+    rollout: str = "vllm"  # vllm, sglang or trtllm
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.4
+    remove_padding: bool = True
+    reward_workers: int = 8
+    judge_max_concurrent: int = 64  # responses scored at once per reward worker when the judge is on
+    reward_timeout_s: float = 900.0  # per response, judge included; must exceed the judge's batch deadline
+    project_name: str = "deepicd"
+    experiment_name: str = ""  # empty: the preset name
+    logger: list[str] = field(default_factory=lambda: ["console"])
+    val_before_train: bool = False
+    chat_template_file: str = ""  # Jinja chat template of the model; empty: read it from the model's tokenizer
+    export_after_training: bool = True
+    extra_overrides: list[str] = field(default_factory=list)  # raw VERL overrides, appended last
+
+
+@dataclass
+class TrlSettings:
+    """Settings only the single-device TRL backend has."""
+
+    per_device_batch_size: int = 8  # completions per forward/backward pass
+    use_vllm: str = "auto"  # auto (when vllm is installed and a GPU is present), true or false
+    vllm_gpu_memory_utilization: float = 0.3
+    loss_type: str = "dapo"  # token-level averaging, as VERL's token-mean
+    logging_steps: int = 1
+    save_total_limit: int = 2
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    log_completions: bool = False
+    dtype: str = "auto"  # auto, bfloat16 or float32
+    cpu_threads: int = 0  # torch threads when training on the CPU; 0 = torch's default
+
+
+@dataclass
+class GRPORunConfig:
+    """A whole GRPO run: model, data, reward, hyper-parameters, engine blocks and output folder."""
+
+    name: str = ""
+    stage: str = "grpo"  # "grpo" (from an instruct model) or "sft-grpo" (from an SFT checkpoint)
+    backend: str = "verl"
+    model: str = ""  # Hugging Face folder or hub id
+    data_dir: str = ""  # output of `deepicd preprocess`
+    out_dir: str = ""
+    max_train_samples: int = -1
+    max_val_samples: int = -1
+    reward: RewardSettings = field(default_factory=RewardSettings)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    verl: VerlSettings = field(default_factory=VerlSettings)
+    trl: TrlSettings = field(default_factory=TrlSettings)
+
+
+def presets() -> list[str]:
+    return available_presets("grpo")
+
+
+def load_run_config(
+    name_or_path: str,
+    overrides: Sequence[str] = (),
+    *,
+    model: str | None = None,
+    data_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    backend: str | None = None,
+) -> GRPORunConfig:
+    """A preset with `key=value` overrides; paths given on the command line win over the preset's."""
+    config = load(GRPORunConfig, "grpo", name_or_path, overrides)
+    if not config.name:
+        config.name = Path(str(name_or_path)).stem
+    changes = {"model": model, "data_dir": data_dir, "out_dir": out_dir, "backend": backend}
+    config = replace(config, **{k: str(v) for k, v in changes.items() if v is not None})
+    validate(config)
+    return config
+
+
+def _positive(section: object, prefix: str, keys: Sequence[str]) -> None:
+    for key in keys:
+        value = getattr(section, key)
+        if value <= 0:
+            raise ConfigError(f"invalid grpo config at key '{prefix}{key}': must be positive, got {value}")
+
+
+def validate(config: GRPORunConfig) -> None:
+    """Reject settings no engine could run, naming the key at fault."""
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"invalid grpo config at key 'backend': {config.backend!r} is not one of {list(BACKENDS)}")
+    if config.stage not in STAGES:
+        raise ConfigError(f"invalid grpo config at key 'stage': {config.stage!r} is not one of {list(STAGES)}")
+    g = config.grpo
+    _positive(g, "grpo.", ("train_batch_size", "mini_batch_size", "num_generations", "max_prompt_length",
+                           "max_completion_length", "epochs", "save_steps"))
+    _positive(g, "grpo.", ("learning_rate", "temperature", "top_p"))
+    if g.num_generations < 2:
+        raise ConfigError("invalid grpo config at key 'grpo.num_generations': GRPO needs at least 2 completions per prompt")
+    if g.train_batch_size % g.mini_batch_size:
+        raise ConfigError(
+            f"invalid grpo config at key 'grpo.mini_batch_size': {g.mini_batch_size} does not divide "
+            f"train_batch_size={g.train_batch_size}"
+        )
+    if g.warmup_steps < 0 or g.eval_steps < 0 or g.kl_loss_coef < 0 or g.entropy_coef < 0:
+        raise ConfigError("invalid grpo config: warmup_steps, eval_steps, kl_loss_coef and entropy_coef must be >= 0")
+    if config.backend == "verl":
+        _validate_verl(config)
+    else:
+        _validate_trl(config)
+
+
+def _validate_verl(config: GRPORunConfig) -> None:
+    g, v = config.grpo, config.verl
+    _positive(v, "verl.", ("nnodes", "n_gpus_per_node", "micro_batch_size_per_gpu", "tensor_parallel_size",
+                           "reward_workers", "judge_max_concurrent", "reward_timeout_s"))
+    if not 0 < v.gpu_memory_utilization <= 1:
+        raise ConfigError("invalid grpo config at key 'verl.gpu_memory_utilization': must be in (0, 1]")
+    if v.rollout not in ("vllm", "sglang", "trtllm"):
+        raise ConfigError(f"invalid grpo config at key 'verl.rollout': {v.rollout!r}; VERL 0.9 rolls out with vllm, sglang or trtllm")
+    gpus = v.nnodes * v.n_gpus_per_node
+    per_gpu, rest = divmod(g.mini_batch_size * g.num_generations, gpus)
+    if rest or per_gpu % v.micro_batch_size_per_gpu:
+        raise ConfigError(
+            f"invalid grpo config at key 'verl.micro_batch_size_per_gpu': a mini-batch of {g.mini_batch_size} prompts x "
+            f"{g.num_generations} completions spread over {gpus} GPUs must split into micro-batches of "
+            f"{v.micro_batch_size_per_gpu}"
+        )
+    if gpus % v.tensor_parallel_size:
+        raise ConfigError(f"invalid grpo config at key 'verl.tensor_parallel_size': {v.tensor_parallel_size} does not divide {gpus} GPUs")
+
+
+def _validate_trl(config: GRPORunConfig) -> None:
+    g, t = config.grpo, config.trl
+    _positive(t, "trl.", ("per_device_batch_size", "logging_steps"))
+    if t.cpu_threads < 0:
+        raise ConfigError(f"invalid grpo config at key 'trl.cpu_threads': must be >= 0, got {t.cpu_threads}")
+    # `trl.use_vllm=false` on the command line arrives as the bool False, i.e. the string "False".
+    t.use_vllm = t.use_vllm.lower()
+    if t.use_vllm not in ("auto", "true", "false"):
+        raise ConfigError(f"invalid grpo config at key 'trl.use_vllm': {t.use_vllm!r}; use auto, true or false")
+    if t.dtype not in ("auto", "bfloat16", "float32"):
+        raise ConfigError(f"invalid grpo config at key 'trl.dtype': {t.dtype!r}; use auto, bfloat16 or float32")
+    for key in ("mini_batch_size", "train_batch_size"):
+        completions = getattr(g, key) * g.num_generations
+        if completions % t.per_device_batch_size:
+            raise ConfigError(
+                f"invalid grpo config at key 'trl.per_device_batch_size': {t.per_device_batch_size} does not divide "
+                f"grpo.{key} x num_generations = {completions} completions"
+            )

@@ -1,0 +1,368 @@
+"""Supervised fine-tuning on distilled traces with TRL's SFTTrainer.
+
+Why prompt-completion data: the loss must cover the assistant's reasoning and
+answer, not the note. TRL's `assistant_only_loss` needs `{% generation %}` markers
+that only some chat templates have (Llama 3.1's has none); with prompt-completion
+rows TRL masks everything the templated prompt produces instead, which works for
+any template. The distill stage writes exactly that shape: the *task* prompt
+(system + note) and an assistant turn `<think>…</think>\\n<diagnosis>CODE</diagnosis>`.
+The templated prompt (with generation prompt) is a prefix of the templated
+conversation for ChatML (Qwen2.5) and Llama 3.1 alike; `check_template` fails fast
+on a template where it is not.
+
+Settings follow the paper (1 epoch, effective batch 32, lr 2e-5 cosine, 100
+warm-up steps, weight decay 0.01, AdamW, bf16, gradient checkpointing). The
+effective batch is kept whatever the number of GPUs: accumulation is derived from
+`batch_size / (per_device_batch_size x processes)`. A run resumes from the last
+complete checkpoint in `--out/checkpoints`; the final model and tokenizer appear
+in `--out/model` only once whole, next to a manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepicd.commands import UserError
+from deepicd import manifest
+
+PRECISIONS = ("bf16-mixed", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+REQUIRED_COLUMNS = ("prompt", "completion")
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class SFTRunConfig:
+    """One SFT preset; shipped ones live in `configs/sft/*.yaml`."""
+
+    name: str = "qwen2.5-7b"
+    seed: int = 42
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0: stop after this many optimizer steps (overrides epochs)
+    batch_size: int = 32  # effective batch: per device x accumulation x processes
+    per_device_batch_size: int = 8
+    learning_rate: float = 2e-5
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    optimizer: str = "adamw_torch"  # any transformers `optim` name (adamw_torch_fused on recent GPUs)
+    max_grad_norm: float = 1.0
+    # bf16-mixed: fp32 master weights, bf16 compute (the usual recipe); bf16: weights in bf16 too; fp32: CPU.
+    precision: str = "bf16-mixed"
+    gradient_checkpointing: bool = True
+    max_length: int = 4096  # tokens of prompt + completion; longer samples are dropped (and counted), not cut
+    packing: bool = False  # best-fit packing into max_length rows (implies padding-free batches)
+    padding_free: bool = False  # concatenate a batch into one row, no padding tokens
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (if installed)
+    device: str = "auto"  # auto | cpu | cuda
+    cpu_threads: int = 0  # torch threads when training on CPU (0: torch's default); 1 is fastest on a busy machine
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int = 2
+    eval_steps: int = 0  # evaluate on the val set every N steps (0: once, at the end)
+    dataset_num_proc: int = 1
+    dataloader_num_workers: int = 0
+    report_to: list[str] = field(default_factory=list)  # e.g. [tensorboard]; empty: log to the console only
+
+
+@dataclass
+class SFTResult:
+    model_dir: Path
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+    samples: int
+    dropped_too_long: int
+    seconds: float
+    resumed_from: str | None = None  # the checkpoint this run continued from
+
+
+def validate(config: SFTRunConfig) -> SFTRunConfig:
+    def bad(key: str, message: str) -> UserError:
+        return UserError(f"invalid sft config at key '{key}': {message}")
+
+    if config.precision not in PRECISIONS:
+        raise bad("precision", f"{config.precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if config.device not in DEVICES:
+        raise bad("device", f"{config.device!r}; expected one of {', '.join(DEVICES)}")
+    for key in ("batch_size", "per_device_batch_size", "max_length", "logging_steps", "save_steps", "dataset_num_proc"):
+        if getattr(config, key) < 1:
+            raise bad(key, f"must be at least 1, got {getattr(config, key)}")
+    if config.learning_rate <= 0:
+        raise bad("learning_rate", f"must be positive, got {config.learning_rate}")
+    if config.max_steps <= 0 and config.epochs <= 0:
+        raise bad("epochs", "must be positive unless max_steps is set")
+    if config.warmup_steps < 0 or config.weight_decay < 0 or config.eval_steps < 0 or config.cpu_threads < 0:
+        raise UserError("invalid sft config: warmup_steps, weight_decay, eval_steps and cpu_threads must not be negative")
+    return config
+
+
+def accumulation_steps(config: SFTRunConfig, processes: int) -> int:
+    """Gradient accumulation that keeps the effective batch at `batch_size` on `processes` devices."""
+    per_step = config.per_device_batch_size * processes
+    if config.batch_size % per_step:
+        raise UserError(
+            f"invalid sft config at key 'batch_size': {config.batch_size} is not a multiple of "
+            f"per_device_batch_size x processes = {config.per_device_batch_size} x {processes}"
+        )
+    return config.batch_size // per_step
+
+
+# -- data ------------------------------------------------------------------------
+def data_files(data: str | Path) -> tuple[Path, Path | None]:
+    """train (and val, if present) parquet: in DATA/sft/ (a distill output folder) or DATA/ itself."""
+    data = Path(data)
+    if not data.is_dir():
+        raise UserError(f"data folder not found: {data}")
+    for folder in (data / "sft", data):
+        train = folder / "train.parquet"
+        if train.is_file():
+            val = folder / "val.parquet"
+            return train, (val if val.is_file() else None)
+    raise UserError(f"no train.parquet in {data} or {data / 'sft'}; run `deepicd distill` first")
+
+
+def load_table(path: Path):
+    """A prompt-completion parquet as a `datasets.Dataset` with only the two columns TRL reads."""
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise UserError(f"cannot read {path}: {exc}") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise UserError(f"{path} lacks column(s) {', '.join(missing)}; it has {', '.join(table.column_names)}")
+    return Dataset(table.select(list(REQUIRED_COLUMNS)))
+
+
+def check_template(tokenizer, example: dict) -> None:
+    """Fail fast when the templated prompt is not a prefix of the templated conversation.
+
+    Completion-only loss masks the prompt's tokens; if the template renders the
+    prompt differently once a reply follows (some templates move or drop text),
+    the model would be trained on a context it never sees at inference.
+    """
+    prompt = tokenizer.apply_chat_template(list(example["prompt"]), tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(list(example["prompt"]) + list(example["completion"]), tokenize=False)
+    if not full.startswith(prompt):
+        raise UserError(
+            f"the chat template of {tokenizer.name_or_path!r} renders the prompt differently when a reply follows; "
+            "completion-only loss needs the prompt to be a prefix. Use a model whose template keeps it (Qwen2.5, Llama 3.1)."
+        )
+
+
+def drop_too_long(dataset, tokenizer, max_length: int, num_proc: int):
+    """Samples whose templated prompt + completion fit in `max_length` tokens, and how many did not.
+
+    TRL truncates long rows at the end, which would cut the answer off a trace and
+    teach the model to stop mid-thought; dropping them is the safer choice.
+    """
+
+    def length(example):
+        text = tokenizer.apply_chat_template(list(example["prompt"]) + list(example["completion"]), tokenize=False)
+        return {"_length": len(tokenizer(text, add_special_tokens=False)["input_ids"])}
+
+    measured = dataset.map(length, num_proc=num_proc if num_proc > 1 else None, desc="Measuring lengths")
+    kept = measured.filter(lambda example: example["_length"] <= max_length, num_proc=num_proc if num_proc > 1 else None)
+    return kept.remove_columns("_length"), len(measured) - len(kept)
+
+
+# -- checkpoints -----------------------------------------------------------------
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest `checkpoint-N` folder that was written completely (it holds trainer_state.json)."""
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        match = _CHECKPOINT.match(path.name)
+        if match and path.is_dir() and (path / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+# -- the stage ---------------------------------------------------------------------
+def _fsdp_does_checkpointing() -> bool:
+    # `accelerate launch` with an FSDP config announces it to the worker processes like this.
+    return os.environ.get("ACCELERATE_USE_FSDP") == "true" and os.environ.get("FSDP_ACTIVATION_CHECKPOINTING") == "true"
+
+
+def build_sft_config(config: SFTRunConfig, output_dir: Path, processes: int, has_eval: bool):
+    """The TRL SFTConfig for a preset (field names checked against trl 1.16)."""
+    import torch
+    from trl import SFTConfig
+
+    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("sft config asks for device=cuda but no CUDA GPU is available; use device=cpu")
+    bf16 = config.precision in ("bf16", "bf16-mixed")
+    if bf16 and use_cpu:
+        raise UserError("bf16 training on CPU is slow and poorly supported; use precision=fp32 (the tiny-cpu preset)")
+    eval_strategy = "no"
+    if has_eval and config.eval_steps > 0:
+        eval_strategy = "steps"
+    return SFTConfig(
+        output_dir=str(output_dir),
+        seed=config.seed,
+        data_seed=config.seed,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=accumulation_steps(config, processes),
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        optim=config.optimizer,
+        max_grad_norm=config.max_grad_norm,
+        bf16=bf16,
+        use_cpu=use_cpu,
+        gradient_checkpointing=config.gradient_checkpointing and not _fsdp_does_checkpointing(),
+        max_length=config.max_length,
+        packing=config.packing,
+        padding_free=config.padding_free,
+        completion_only_loss=True,
+        assistant_only_loss=False,
+        model_init_kwargs={
+            "dtype": "bfloat16" if config.precision == "bf16" else "float32",
+            "attn_implementation": config.attn_implementation,
+            "device_map": None,  # the trainer / FSDP places the weights, never "auto" across GPUs
+        },
+        dataset_num_proc=config.dataset_num_proc,
+        dataloader_num_workers=config.dataloader_num_workers,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy=eval_strategy,
+        eval_steps=config.eval_steps if eval_strategy == "steps" else None,
+        report_to=list(config.report_to) or "none",
+        disable_tqdm=False,
+    )
+
+
+def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConfig) -> SFTResult | None:
+    """Fine-tune `model` on DATA's prompt-completion samples; write OUT/model and OUT/manifest.json.
+
+    Returns the result on the main process, None on the other ranks of a multi-GPU run.
+    """
+    started = time.perf_counter()
+    validate(config)
+    from accelerate import PartialState
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    from deepicd import models
+
+    set_seed(config.seed)
+    train_path, val_path = data_files(data)
+    out = Path(out)
+    source = models.resolve(model)  # a local folder, or a hub id already in the cache; never a download
+    tokenizer = models.load_tokenizer(source, purpose="train")
+    state = PartialState()
+
+    train = load_table(train_path)
+    if len(train) == 0:
+        raise UserError(f"{train_path} holds no samples; check the distill report for what was filtered")
+    check_template(tokenizer, train[0])
+    train, dropped = drop_too_long(train, tokenizer, config.max_length, config.dataset_num_proc)
+    if len(train) == 0:
+        raise UserError(f"every sample of {train_path} is longer than max_length={config.max_length} tokens")
+    val = None
+    if val_path is not None:
+        val = load_table(val_path)
+        val = drop_too_long(val, tokenizer, config.max_length, config.dataset_num_proc)[0] if len(val) else None
+        val = val if val is not None and len(val) else None
+
+    checkpoints = out / "checkpoints"
+    args = build_sft_config(config, checkpoints, state.num_processes, has_eval=val is not None)
+    if args.use_cpu and config.cpu_threads:
+        import torch
+
+        torch.set_num_threads(config.cpu_threads)
+    trainer = SFTTrainer(model=source, args=args, train_dataset=train, eval_dataset=val, processing_class=tokenizer)
+    resume = last_checkpoint(checkpoints)
+    if resume is not None and state.is_main_process:
+        print(f"resuming from {resume}", file=sys.stderr, flush=True)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    eval_loss = trainer.evaluate()["eval_loss"] if val is not None else None
+
+    model_dir = out / "model"
+    staging = out / ".model.partial"
+    if trainer.is_fsdp_enabled:  # gather the shards into one Hugging Face state dict for the final save
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    if state.is_main_process and staging.exists():
+        shutil.rmtree(staging)
+    state.wait_for_everyone()
+    trainer.save_model(str(staging))
+    result = None
+    if state.is_main_process:
+        tokenizer.save_pretrained(staging)
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        staging.rename(model_dir)
+        result = SFTResult(
+            model_dir=model_dir,
+            steps=output.global_step,
+            train_loss=output.training_loss,
+            eval_loss=eval_loss,
+            samples=len(train),
+            dropped_too_long=dropped,
+            seconds=time.perf_counter() - started,
+            resumed_from=str(resume) if resume else None,
+        )
+        write_manifest(out, config, source, (train_path, val_path), result, args.gradient_accumulation_steps, state.num_processes)
+    state.wait_for_everyone()
+    return result
+
+
+def write_manifest(
+    out: Path, config: SFTRunConfig, source: str, files: tuple, result: SFTResult, accumulation: int, processes: int
+) -> None:
+    """OUT/manifest.json: what produced OUT/model (config, versions, data checksums, seed, outcome)."""
+    train_path, val_path = files
+    inputs = {str(train_path): manifest.sha256_file(train_path)}
+    if val_path is not None:
+        inputs[str(val_path)] = manifest.sha256_file(val_path)
+    distill_manifest = train_path.parent.parent / "manifest.json"
+    upstream = None
+    if distill_manifest.is_file():
+        try:
+            upstream = json.loads(distill_manifest.read_text(encoding="utf-8")).get("prompts")
+        except json.JSONDecodeError:
+            upstream = None
+    manifest.write_json(
+        out / "manifest.json",
+        {
+            "stage": "sft",
+            "created": manifest.now(),
+            "seed": config.seed,
+            "base_model": str(source),
+            "config": dataclasses.asdict(config),
+            "processes": processes,
+            "gradient_accumulation_steps": accumulation,
+            "versions": manifest.versions(),
+            "inputs": inputs,
+            "prompts": upstream,
+            "result": {
+                "steps": result.steps,
+                "resumed_from": result.resumed_from,
+                "train_loss": result.train_loss,
+                "eval_loss": result.eval_loss,
+                "samples": result.samples,
+                "dropped_too_long": result.dropped_too_long,
+                "seconds": round(result.seconds, 1),
+            },
+            "model": str(result.model_dir),
+        },
+    )

@@ -1,0 +1,184 @@
+"""The distill stage end to end with an in-process teacher: outputs, filters, stats, resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from distill_fakes import InProcessTeacher
+
+from deepicd import config as configuration
+from deepicd.commands import UserError
+from deepicd.distill import run as distill
+from deepicd.distill.store import read_rows
+from deepicd.prompts import task
+from deepicd.rewards.completion import parse_completion
+
+
+def _config(*overrides: str) -> distill.DistillConfig:
+    return configuration.load(
+        distill.DistillConfig, "distill", "tiny-cpu", ["generator.model=fake-teacher", "filters.min_words=10", *overrides]
+    )
+
+
+def _teacher_factory(made: list):
+    def make(generator_config):
+        teacher = InProcessTeacher(generator_config)
+        made.append(teacher)
+        return teacher
+
+    return make
+
+
+def test_outputs_are_prompt_completion_pairs_on_the_task_prompt(make_data, tmp_path):
+    data = make_data(24)
+    out = tmp_path / "out"
+    made: list = []
+    result = distill.run(data, "train", out, _config("val_fraction=0.2"), make_generator=_teacher_factory(made))
+
+    assert made[0].closed
+    assert result.generated_now == 24 and result.errors_now == 0
+    source = pd.read_parquet(data / "train.parquet")
+    notes = dict(zip(source["hadm_id"].astype(str), source["text"]))
+    golds = dict(zip(source["hadm_id"].astype(str), source["first_code"]))
+    train = pd.read_parquet(out / "sft" / "train.parquet")
+    val = pd.read_parquet(out / "sft" / "val.parquet")
+    assert len(train) + len(val) == 24 and len(val) > 0
+    # Held out by patient: no subject in both.
+    assert not set(train["subject_id"]) & set(val["subject_id"])
+    for row in pd.concat([train, val]).to_dict("records"):
+        prompt = [dict(m) for m in row["prompt"]]
+        assert prompt == task.messages(notes[row["hadm_id"]])  # the student's prompt, not the oracle's
+        (completion,) = [dict(m) for m in row["completion"]]
+        assert completion["role"] == "assistant"
+        text = completion["content"]
+        assert text.startswith(task.PREFILL)
+        assert text.endswith(f"</think>\n<diagnosis>{golds[row['hadm_id']]}</diagnosis>")
+        parsed = parse_completion(text[len(task.PREFILL):])
+        assert parsed.prediction == golds[row["hadm_id"]] and len(parsed.pairs) == 1
+
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["table2"]["samples"] == 24
+    assert stats["table2"]["unique_codes"] == 7
+    assert stats["table2"]["min_words"] <= stats["table2"]["mean_words"] <= stats["table2"]["max_words"]
+    assert sum(row["kept"] for row in stats["per_chapter"]) == 24
+    report = (out / "report.md").read_text()
+    assert "Table 2" in report and "93,142" in report
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "distill" and manifest["seed"] == 42
+    assert manifest["prompts"]["oracle"] == "oracle-v1"
+    assert len(manifest["inputs"][str(data / "train.parquet")]) == 64
+
+
+def test_filters_are_counted_per_reason_and_errors_are_retried(make_data, tmp_path):
+    markers = {1: "zzwrong", 2: "zzearly", 3: "zzshort", 4: "zznopair", 5: "zzfail", 6: "zzfail"}
+    data = make_data(12, markers=markers)
+    out = tmp_path / "out"
+    made: list = []
+    first = distill.run(data, "train", out, _config(), make_generator=_teacher_factory(made))
+    assert first.errors_now == 2 and first.generated_now == 10
+    rejected = first.stats["rejected"]
+    assert rejected == {
+        "no_pair": 1, "not_single_pair": 0, "empty_trace": 0, "invalid_code": 0,
+        "wrong_code": 1, "early_mention": 1, "too_short": 1, "too_long": 0,
+    }
+    assert first.stats["kept"] == 6 and first.stats["missing"] == 2
+    stored = {row["hadm_id"] for row in read_rows(out / "traces.jsonl")}
+    assert str(20000000 + 5) not in stored and str(20000000 + 6) not in stored  # errors are not written
+
+    # The rerun asks the teacher for the two failed admissions only.
+    second = distill.run(data, "train", out, _config(), make_generator=_teacher_factory(made))
+    assert sorted(made[1].seen) == [str(20000000 + 5), str(20000000 + 6)]
+    assert second.errors_now == 2 and second.generated_now == 0
+
+    # With nothing missing the teacher is not even started.
+    fixed = pd.read_parquet(data / "train.parquet")
+    fixed["text"] = fixed["text"].str.replace("zzfail", "", regex=False)
+    fixed.to_parquet(data / "train.parquet")
+    distill.run(data, "train", out, _config(), make_generator=_teacher_factory(made))
+    count = len(made)
+    distill.run(data, "train", out, _config(), make_generator=_teacher_factory(made))
+    assert len(made) == count
+    lines = (out / "traces.jsonl").read_text().splitlines()
+    assert len(lines) == 12 and len({json.loads(line)["hadm_id"] for line in lines}) == 12
+
+
+def test_several_samples_keep_the_first_that_passes(make_data, tmp_path):
+    data = make_data(6)
+    out = tmp_path / "out"
+    result = distill.run(data, "train", out, _config("sampling.n=3"), make_generator=_teacher_factory([]))
+    rows = list(read_rows(out / "traces.jsonl"))
+    assert all(len(row["completions"]) == 3 for row in rows)
+    assert result.stats["completions"] == 18 and result.stats["kept"] == 6
+    train = pd.read_parquet(out / "sft" / "train.parquet")
+    assert all("(sample 0)" in row[0]["content"] for row in train["completion"])
+
+
+def test_limit_generates_only_that_many(make_data, tmp_path):
+    data = make_data(10)
+    result = distill.run(data, "train", tmp_path / "out", _config("limit=4"), make_generator=_teacher_factory([]))
+    assert result.generated_now == 4 and result.stats["missing"] == 6
+
+
+def test_prompts_reach_the_backend_in_chunks(make_data, tmp_path):
+    calls = []
+
+    class Recording(InProcessTeacher):
+        def generate(self, requests, sampling):
+            calls.append(len(requests))
+            yield from super().generate(requests, sampling)
+
+    data = make_data(10)
+    result = distill.run(data, "train", tmp_path / "out", _config("chunk_size=4"), make_generator=Recording)
+    assert calls == [4, 4, 2] and result.generated_now == 10
+
+
+def test_a_rerun_with_another_split_or_teacher_is_refused(make_data, tmp_path):
+    data = make_data(4)
+    split_table = pd.read_parquet(data / "train.parquet")
+    split_table.to_parquet(data / "val.parquet")
+    out = tmp_path / "out"
+    distill.run(data, "train", out, _config(), make_generator=_teacher_factory([]))
+    with pytest.raises(UserError, match="split='train'"):
+        distill.run(data, "val", out, _config(), make_generator=_teacher_factory([]))
+    with pytest.raises(UserError, match="teacher='fake-teacher'"):
+        distill.run(data, "train", out, _config("generator.model=other"), make_generator=_teacher_factory([]))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda frame: frame.drop(columns=["first_code"]), "lacks column\\(s\\) first_code"),
+        (lambda frame: pd.concat([frame, frame.head(1)]), "hadm_id has duplicates"),
+        (lambda frame: frame.assign(first_code=[""] + list(frame["first_code"][1:])), "first_code is empty"),
+    ],
+)
+def test_bad_input_tables_are_named(make_data, tmp_path, change, message):
+    data = make_data(4)
+    change(pd.read_parquet(data / "train.parquet")).to_parquet(data / "train.parquet")
+    with pytest.raises(UserError, match=message):
+        distill.run(data, "train", tmp_path / "out", _config(), make_generator=_teacher_factory([]))
+
+
+def test_missing_split_file_lists_what_is_there(make_data, tmp_path):
+    data = make_data(4)
+    with pytest.raises(UserError, match=r"test\.parquet.*train\.parquet"):
+        distill.run(data, "test", tmp_path / "out", _config(), make_generator=_teacher_factory([]))
+
+
+def test_guidelines_reach_the_oracle_prompt(make_data, tmp_path, guidelines_dir):
+    data = make_data(2)
+    captured = []
+
+    class Capturing(InProcessTeacher):
+        def generate(self, requests, sampling):
+            for request in requests:
+                captured.append(request)
+                yield from super().generate([request], sampling)
+
+    distill.run(data, "train", tmp_path / "out", _config(f"guidelines_dir={guidelines_dir}"), make_generator=lambda c: Capturing(c))
+    user = captured[0].messages[1]["content"]
+    chapter_9 = json.loads((guidelines_dir / "chapter_9.json").read_text())
+    first_heading = next(iter(next(iter(chapter_9.values()))))
+    assert "I21.4" in user and first_heading in user

@@ -1,0 +1,22 @@
+"""Fixtures of the evaluation tests: a small preprocess-shaped data folder made in the test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from evalkit import TEST, TRAIN, split_table
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A preprocess output folder: train/val/test parquet and labels.csv with a NIL row."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    split_table(TRAIN, 1000).to_parquet(folder / "train.parquet")
+    split_table(["J189", "I214"], 2000).to_parquet(folder / "val.parquet")
+    split_table(TEST, 3000).to_parquet(folder / "test.parquet")
+    labels = pd.DataFrame({"code": ["I214", "J189", "K359", "N390", "NIL"], "count": [4, 3, 2, 1, 0]})
+    labels.to_csv(folder / "labels.csv", index=False)
+    return folder

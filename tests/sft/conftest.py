@@ -1,0 +1,24 @@
+"""Fixtures of the SFT tests: a distilled SFT set made with a scripted teacher; the tiny model is shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sft_kit import TraceTeacher, admissions
+
+from deepicd import config as configuration
+from deepicd.distill import run as distill
+
+
+@pytest.fixture(scope="session")
+def distilled(tmp_path_factory) -> Path:
+    """A `deepicd distill` output folder: 120 admissions of 6 codes, one short well-formed trace each."""
+    root = tmp_path_factory.mktemp("sft-data")
+    (root / "data").mkdir()
+    admissions(120, 1000).to_parquet(root / "data" / "train.parquet")
+    settings = configuration.load(
+        distill.DistillConfig, "distill", "tiny-cpu", ["generator.model=scripted-teacher", "filters.min_words=5"]
+    )
+    distill.run(root / "data", "train", root / "distill", settings, make_generator=TraceTeacher)
+    return root / "distill"

@@ -1,0 +1,174 @@
+"""SFT on the tiny model teaches it the answer format; runs resume; errors name what is wrong."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from sft_kit import admissions, format_rate
+from typer.testing import CliRunner
+
+from deepicd import config as configuration
+from deepicd.cli import app
+from deepicd.commands import UserError
+from deepicd.train import sft
+
+# Few steps, a high learning rate, one thread: two shared cores learn the format in about a minute.
+FAST = ["max_steps=70", "learning_rate=3e-3", "warmup_steps=5", "save_steps=35", "cpu_threads=1"]
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_sft_teaches_the_tiny_model_the_answer_format_and_resumes(tiny_model, distilled, tmp_path, one_thread):
+    held_out = admissions(20, 5000)["text"].tolist()  # patients never seen in training
+    before, _ = format_rate(tiny_model, held_out)
+    assert before <= 0.1
+
+    out = tmp_path / "sft"
+    settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", FAST)
+    result = sft.run(distilled, tiny_model, out, settings)
+    assert result.steps == 70 and result.dropped_too_long == 0
+    assert result.eval_loss is not None and result.eval_loss < 1.0
+
+    after, texts = format_rate(out / "model", held_out)
+    assert after >= 0.9, texts
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "sft" and manifest["seed"] == 42
+    assert manifest["config"]["max_steps"] == 70 and manifest["gradient_accumulation_steps"] == 1
+    assert set(manifest["inputs"]) == {str(distilled / "sft" / "train.parquet"), str(distilled / "sft" / "val.parquet")}
+    assert manifest["prompts"]["oracle"] == "oracle-v1" and "trl" in manifest["versions"]
+    assert (out / "model" / "tokenizer.json").is_file() and (out / "model" / "config.json").is_file()
+    assert sft.last_checkpoint(out / "checkpoints").name == "checkpoint-70"
+
+    # The same command with a longer budget continues from checkpoint-70 instead of starting over.
+    longer = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", [*FAST, "max_steps=74"])
+    resumed = sft.run(distilled, tiny_model, out, longer)
+    assert resumed.steps == 74 and resumed.resumed_from == str(out / "checkpoints" / "checkpoint-70")
+    assert result.resumed_from is None
+    assert json.loads((out / "manifest.json").read_text())["result"]["resumed_from"].endswith("checkpoint-70")
+
+
+def test_incomplete_checkpoints_are_skipped(tmp_path):
+    for step, whole in ((5, True), (10, True), (15, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if whole:
+            (folder / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert sft.last_checkpoint(tmp_path).name == "checkpoint-10"
+    assert sft.last_checkpoint(tmp_path / "absent") is None
+
+
+def test_effective_batch_is_kept_across_gpu_counts():
+    settings = configuration.load(sft.SFTRunConfig, "sft", "qwen2.5-7b")
+    assert [sft.accumulation_steps(settings, n) for n in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(UserError, match="batch_size"):
+        sft.accumulation_steps(settings, 8)
+
+
+def test_paper_presets_follow_the_paper():
+    for name in ("qwen2.5-7b", "llama3.1-8b"):
+        c = configuration.load(sft.SFTRunConfig, "sft", name)
+        assert (c.epochs, c.batch_size, c.per_device_batch_size, c.learning_rate, c.lr_scheduler) == (1.0, 32, 8, 2e-5, "cosine")
+        assert (c.warmup_steps, c.weight_decay, c.precision, c.gradient_checkpointing) == (100, 0.01, "bf16-mixed", True)
+        assert c.optimizer.startswith("adamw")
+
+
+def test_sft_config_uses_trl_field_names(tmp_path):
+    settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", ["packing=true"])
+    args = sft.build_sft_config(settings, tmp_path, processes=1, has_eval=True)
+    assert args.completion_only_loss is True and args.assistant_only_loss is False
+    assert args.use_cpu and not args.bf16 and args.packing and args.max_length == settings.max_length
+    assert args.gradient_accumulation_steps == 1 and args.eval_strategy == "no"
+
+
+def test_fsdp_activation_checkpointing_replaces_the_trainers(tmp_path, monkeypatch):
+    settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", ["gradient_checkpointing=true"])
+    assert sft.build_sft_config(settings, tmp_path, 1, False).gradient_checkpointing
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")
+    assert not sft.build_sft_config(settings, tmp_path, 1, False).gradient_checkpointing
+
+
+# Llama 3.1's chat layout (header tokens, a dated system block), written out for the tiny tokenizer.
+LLAMA31_LIKE = (
+    "{{- '<|begin_of_text|>' -}}"
+    "{%- for message in messages -%}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' -}}"
+    "{%- if message['role'] == 'system' -%}"
+    "{{- 'Cutting Knowledge Date: December 2023\\nToday Date: 26 Jul 2024\\n\\n' -}}{%- endif -%}"
+    "{{- message['content'] + '<|eot_id|>' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{%- endif -%}"
+)
+# A template that renders the prompt differently once a reply follows: completion-only loss would be wrong.
+SHIFTING = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}{{- 'A: ' + message['content'] -}}"
+    "{%- else -%}{{- message['content'] + '\\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- 'Answer: ' -}}{%- endif -%}"
+)
+
+
+def test_prompt_is_a_token_prefix_for_chatml_and_llama31_layouts(tiny_model, distilled):
+    from deepicd import models
+
+    example = pd.read_parquet(distilled / "sft" / "train.parquet").iloc[0]
+    example = {"prompt": list(example["prompt"]), "completion": list(example["completion"])}
+    tokenizer = models.load_tokenizer(tiny_model, purpose="train")
+    for template in (None, LLAMA31_LIKE):
+        if template:
+            tokenizer.chat_template = template
+        sft.check_template(tokenizer, example)
+        prompt = tokenizer.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        assert full_ids[: len(prompt_ids)] == prompt_ids  # the mask boundary falls on a token boundary
+        completion = tokenizer.decode(full_ids[len(prompt_ids):])
+        assert completion.startswith("<think>") and "<diagnosis>" in completion
+    tokenizer.chat_template = SHIFTING
+    with pytest.raises(UserError, match="prefix"):
+        sft.check_template(tokenizer, example)
+
+
+def test_data_without_a_completion_column_is_named(tmp_path, tiny_model):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pd.DataFrame({"prompt": [[{"role": "user", "content": "x"}]], "answer": ["y"]}).to_parquet(folder / "train.parquet")
+    settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu")
+    with pytest.raises(UserError, match="lacks column\\(s\\) completion"):
+        sft.run(folder, tiny_model, tmp_path / "out", settings)
+
+
+def test_cli_bad_config_key_is_named(tmp_path, distilled):
+    result = CliRunner().invoke(
+        app, ["sft", "--config", "tiny-cpu", "--data", str(distilled), "--model", str(tmp_path), "--out", str(tmp_path / "o"), "learning_rat=1"]
+    )
+    assert result.exit_code == 2 and "learning_rat" in result.output
+
+
+def test_cli_missing_data_folder_is_reported(tmp_path):
+    result = CliRunner().invoke(
+        app, ["sft", "--config", "tiny-cpu", "--data", str(tmp_path / "nowhere"), "--model", str(tmp_path), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "data folder not found" in result.output
+
+
+def test_cli_missing_model_is_reported(tmp_path, distilled):
+    result = CliRunner().invoke(
+        app, ["sft", "--config", "tiny-cpu", "--data", str(distilled), "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "no-model" in result.output
