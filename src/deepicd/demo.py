@@ -46,7 +46,9 @@ class DemoConfig:
     sft: list[str] = field(default_factory=list)
     sft_grpo: list[str] = field(default_factory=list)
     evaluate: list[str] = field(default_factory=list)
-    # What "it learns" means for the demo (issue acceptance): checked on the SFT+GRPO model.
+    # What "it learns" means for the demo, checked on the SFT+GRPO model; `check_learning: false`
+    # runs the chain without the check (the test suite's smoke run is too short to learn).
+    check_learning: bool = True
     min_format_rate: float = 0.9
 
 
@@ -130,6 +132,8 @@ class Demo:
         print(f"\nSFT+GRPO tiny model: format rate {format_rate:.2f} (needs >= {self.config.min_format_rate}), "
               f"chapter macro-F1 {chapter_f1:.3f} vs majority baseline {majority:.3f}")
         print(f"report: {self.path('report')}  ({time.monotonic() - self.started:.0f} s in all)")
+        if not self.config.check_learning:
+            return metrics
         if format_rate < self.config.min_format_rate or chapter_f1 <= majority:
             raise DemoFailed("the demo's SFT+GRPO model did not learn enough; see the evaluation report")
         return metrics
