@@ -15,7 +15,7 @@ import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 PACKAGES = ("deepicd", "torch", "transformers", "trl", "accelerate", "datasets", "vllm", "openai", "simple-icd-10-cm")
 
@@ -43,19 +43,36 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_json(path: str | Path, data: object) -> None:
-    """Write JSON to a temporary name in the same folder, then rename: readers never see half a file."""
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """A handle on a temporary file beside `path`, renamed onto `path` only if the block succeeds.
+
+    Readers never see half a file, and a crash leaves the previous version (or nothing).
+    Large outputs such as predictions.jsonl are streamed through it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False, default=str)
-            handle.write("\n")
-        os.replace(handle.name, path)
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(handle, mode, encoding=encoding) as out:
+            yield out
+        os.chmod(temp, 0o644)  # mkstemp files are owner-only; outputs are meant to be shared
+        os.replace(temp, path)
     except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
+        Path(temp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` atomically (see `atomic_open`)."""
+    with atomic_open(path) as out:
+        out.write(text)
+
+
+def write_json(path: str | Path, data: object) -> None:
+    """Write JSON to `path` atomically (see `atomic_open`)."""
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 @contextlib.contextmanager
@@ -76,18 +93,4 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Like `write_json`, for text."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False)
-    try:
-        with handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
         raise

@@ -18,7 +18,7 @@ import pandas as pd
 
 from deepicd.commands import UserError
 from deepicd.evaluate.config import EvaluateConfig
-from deepicd.evaluate.manifest import write_atomic
+from deepicd.manifest import write_text
 from deepicd.rewards.completion import normalize_gold
 
 GENERATIONS = "generations.jsonl"
@@ -103,7 +103,7 @@ def generate(notes: pd.DataFrame, config: EvaluateConfig, out: Path, *, force: b
             out.mkdir(parents=True, exist_ok=True)
             if restart:
                 path.unlink()
-            write_atomic(out / SETTINGS, json.dumps(_settings(config), indent=2) + "\n")
+            write_text(out / SETTINGS, json.dumps(_settings(config), indent=2) + "\n")
             with path.open("a", encoding="utf-8") as handle:
                 for result in generator.generate(requests, config.sampling):
                     if result.error is not None or len(result.completions) != config.sampling.n:

@@ -2,20 +2,15 @@
 
 A row of Table 3 is only as trustworthy as the record of where it came from;
 `deepicd report` also reads the `stage` written here to group runs into
-Baselines / GRPO / SFT / SFT+GRPO. Versions and checksums come from the
-project-wide `deepicd.manifest`; the streaming atomic writer lives here because
-predictions.jsonl is too large to build in memory first.
+Baselines / GRPO / SFT / SFT+GRPO. Versions, checksums and atomic writes come
+from the project-wide `deepicd.manifest`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import IO, Iterator
 
 from deepicd import manifest as shared
 
@@ -79,25 +74,3 @@ def build(config: dict, inputs: dict[str, Path | str | None], *, model: str | No
     if extra:
         manifest.update(extra)
     return manifest
-
-
-@contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
-    """A handle on a temporary file beside `path`, renamed onto `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(handle, mode, encoding=encoding) as out:
-            yield out
-        os.chmod(temp, 0o644)  # mkstemp files are owner-only; outputs are meant to be shared
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, then rename."""
-    with atomic_open(path) as out:
-        out.write(text)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepicd.evaluate.manifest import atomic_open
+from deepicd.manifest import atomic_open
 
 PER_CHAPTER = "per_chapter_f1.png"
 CONFUSION = "chapter_confusion.png"

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from deepicd.commands import UserError
+from deepicd import manifest as shared
 from deepicd.evaluate import manifest as manifests
 from deepicd.evaluate import plots, report
 from deepicd.evaluate.config import EvaluateConfig
@@ -55,16 +56,16 @@ def write_outputs(evaluation: Evaluation, out: Path, manifest: dict, *, title: s
     """predictions.jsonl, metrics.json, report.md, figures, and manifest.json last."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    with manifests.atomic_open(out / "predictions.jsonl") as handle:
+    with shared.atomic_open(out / "predictions.jsonl") as handle:
         handle.writelines(evaluation.lines())
     written.append(out / "predictions.jsonl")
-    manifests.write_atomic(out / "metrics.json", json.dumps(evaluation.metrics, indent=2) + "\n")
+    shared.write_text(out / "metrics.json", json.dumps(evaluation.metrics, indent=2) + "\n")
     written.append(out / "metrics.json")
     if draw:
         written += plots.draw_all(evaluation.metrics, out)
-    manifests.write_atomic(out / "report.md", report.render(evaluation.metrics, title=title, source=source, figures=draw))
+    shared.write_text(out / "report.md", report.render(evaluation.metrics, title=title, source=source, figures=draw))
     written.append(out / "report.md")
-    manifests.write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
+    shared.write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
     written.append(out / "manifest.json")
     return written
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from deepicd.commands import UserError
 from deepicd.evaluate.labels import LEVELS
-from deepicd.evaluate.manifest import write_atomic
+from deepicd.manifest import write_text
 
 GROUPS = ("Baselines", "GRPO", "SFT", "SFT+GRPO", "Other")
 COLUMNS = (("macro_recall", "R"), ("macro_precision", "P"), ("macro_f1", "F1"))
@@ -148,6 +148,6 @@ def write(runs: list[Run], out: Path) -> tuple[str, Path, Path]:
     table = rows(runs)
     markdown = to_markdown(table)
     md_path, csv_path = out / "table3.md", out / "table3.csv"
-    write_atomic(md_path, markdown)
-    write_atomic(csv_path, to_csv(table))
+    write_text(md_path, markdown)
+    write_text(csv_path, to_csv(table))
     return markdown, md_path, csv_path
