@@ -27,7 +27,7 @@ from deepicd.serving import free_port
 EXACT = " Low back pain radiating to the leg.</think>\n<diagnosis>M51.16</diagnosis>"
 PARTIAL = " Disc disorder.</think>\n<diagnosis>M5126</diagnosis>"
 NO_PAIR = "I am not sure."
-RULE_KEYS = ["score", "acc", "valid", "outcome", "format", "extra_pairs", "empty"]
+RULE_KEYS = ["score", "acc", "valid", "outcome", "format", "extra_pairs", "empty", "reward_error"]
 
 
 class RatingServer:
@@ -120,7 +120,7 @@ def test_verl_entry_scores_every_gold_shape_the_same(gold):
     result = call(fn, data_source="mimic-iv", solution_str=EXACT, ground_truth=gold, extra_info={"note": "n"})
     assert list(result) == RULE_KEYS
     assert result == {"score": 76.0, "acc": 1.0, "valid": 1.0, "outcome": 75.0, "format": 1.0,
-                      "extra_pairs": 0.0, "empty": 0.0}
+                      "extra_pairs": 0.0, "empty": 0.0, "reward_error": 0.0}
     assert all(type(value) is float for value in result.values())
 
 
@@ -137,14 +137,14 @@ def test_verl_entry_ignores_data_source_and_keeps_its_keys_for_every_answer():
 def test_verl_entry_passes_preset_overrides_through_reward_kwargs():
     fn = verl_loaded("paper", ["outcome.match=10", "components=[outcome]"])
     result = call(fn, data_source="x", solution_str=EXACT, ground_truth=["M5116"], extra_info={})
-    assert result == {"score": 50.0, "acc": 1.0, "valid": 1.0, "outcome": 50.0}
+    assert result == {"score": 50.0, "acc": 1.0, "valid": 1.0, "outcome": 50.0, "reward_error": 0.0}
 
 
 def test_verl_entry_with_the_judge_returns_judge_stats(rating_server):
     fn = verl_loaded("paper-judge", [f"judge.url={rating_server.url}", "judge.model=fake-judge"])
     rated = call(fn, data_source="x", solution_str=EXACT, ground_truth=["M5116"], extra_info={"note": "Back pain."})
     skipped = call(fn, data_source="x", solution_str=NO_PAIR, ground_truth=["M5116"], extra_info={"note": "Back pain."})
-    keys = RULE_KEYS + ["judge", "judge_rating", "judge_asked", "judge_fallback"]
+    keys = RULE_KEYS[:-1] + ["judge", "judge_rating", "judge_asked", "judge_fallback", "reward_error"]
     assert list(rated) == keys and list(skipped) == keys
     assert rated["judge"] == pytest.approx(3.2) and rated["score"] == pytest.approx(79.2)
     assert (rated["judge_rating"], rated["judge_asked"], rated["judge_fallback"]) == (4.0, 1.0, 0.0)
@@ -164,10 +164,48 @@ def test_verl_entry_falls_back_within_the_timeout_when_no_judge_is_up():
     assert result["score"] == 76.0 and result["acc"] == 1.0
 
 
-def test_verl_entry_with_the_judge_needs_the_note():
+def test_verl_entry_without_a_note_scores_the_rules_and_flags_the_error():
+    """VERL's rate-limited manager scores a raising reward 0.0: more than a wrong answer. Never raise."""
     fn = verl_loaded("paper-judge", [f"judge.url=http://127.0.0.1:{free_port()}/v1"])
-    with pytest.raises(ValueError, match="extra_info has no 'note'"):
-        call(fn, data_source="x", solution_str=EXACT, ground_truth=["M5116"], extra_info={"index": 0})
+    result = call(fn, data_source="x", solution_str=EXACT, ground_truth=["M5116"], extra_info={"index": 0})
+    keys = RULE_KEYS[:-1] + ["judge", "judge_rating", "judge_asked", "judge_fallback", "reward_error"]
+    assert list(result) == keys
+    assert result["reward_error"] == 1.0 and result["judge_fallback"] == 1.0 and result["judge"] == 0.0
+    assert result["score"] == 76.0
+
+
+def test_verl_entry_never_raises_on_an_unreadable_gold_and_scores_below_any_answer():
+    fn = verl_loaded("paper-judge", [f"judge.url=http://127.0.0.1:{free_port()}/v1"])
+    result = call(fn, data_source="x", solution_str=EXACT, ground_truth=None, extra_info={"note": "n"})
+    assert result["reward_error"] == 1.0 and result["score"] == -1.0
+
+
+def test_verl_entry_gives_up_on_a_stalled_judge_before_verls_timeout(monkeypatch):
+    """A judge that never answers: compute_score returns the fallback within its own deadline."""
+    import asyncio
+
+    from deepicd.rewards import verl_entry
+
+    monkeypatch.setattr(verl_entry, "DEADLINE_GRACE_S", 0.2)
+    scorer = verl_entry.get_scorer("paper-judge", ["judge.batch_deadline_s=0.3", "judge.model=j"])
+
+    async def stall(requests):
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(scorer.judge, "rate_many", stall)
+    started = time.monotonic()
+    result = asyncio.run(verl_entry.compute_score("x", EXACT, ["M5116"], {"note": "n"}, preset="paper-judge",
+                                                  overrides=["judge.batch_deadline_s=0.3", "judge.model=j"]))
+    assert time.monotonic() - started < 5
+    assert result["reward_error"] == 1.0 and result["judge_fallback"] == 1.0 and result["score"] == 76.0
+
+
+def test_verl_timeout_must_outlast_the_judge_deadline():
+    from deepicd.rewards.verl_entry import DEADLINE_GRACE_S, check_timeout
+
+    assert check_timeout(900, 300) == ""
+    assert "verl.reward_timeout_s" in check_timeout(300, 300)
+    assert check_timeout(300 + DEADLINE_GRACE_S, 300) != ""
 
 
 def test_trl_functions_are_one_per_component_named_for_trls_logs():

@@ -18,6 +18,7 @@ from deepicd.config import ConfigError, available_presets, load
 
 BACKENDS = ("verl", "trl")
 STAGES = ("grpo", "sft-grpo")
+ATTENTION = ("sdpa", "flash_attention_2", "flash_attention_3", "eager")
 
 
 @dataclass
@@ -65,6 +66,15 @@ class VerlSettings:
     rollout: str = "vllm"  # vllm, sglang or trtllm
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.4
+    # Planning: GPU memory in GB as vendors state it (80 for H100); 0 = the GPUs detected at launch.
+    gpu_memory_gb: float = 0.0
+    # Pick the smallest tensor-parallel size (and, if needed, FSDP offload) that fits the GPUs; false keeps the preset.
+    auto_fit: bool = True
+    param_offload: bool = False  # FSDP parameters of actor and reference kept in CPU memory between uses
+    optimizer_offload: bool = False  # AdamW state kept in CPU memory between updates
+    # Attention kernel of the FSDP actor and reference. VERL asks for flash_attention_2, which needs the
+    # flash-attn package; sdpa ships with torch and is exact with remove_padding (packed sequences are masked).
+    attn_implementation: str = "sdpa"
     remove_padding: bool = True
     reward_workers: int = 8
     judge_max_concurrent: int = 64  # responses scored at once per reward worker when the judge is on
@@ -73,6 +83,7 @@ class VerlSettings:
     experiment_name: str = ""  # empty: the preset name
     logger: list[str] = field(default_factory=lambda: ["console"])
     val_before_train: bool = False
+    max_checkpoints_to_keep: int = 2  # older global_step_N folders are deleted (a 32B checkpoint is ~390 GB)
     chat_template_file: str = ""  # Jinja chat template of the model; empty: read it from the model's tokenizer
     export_after_training: bool = True
     extra_overrides: list[str] = field(default_factory=list)  # raw VERL overrides, appended last
@@ -183,6 +194,14 @@ def _validate_verl(config: GRPORunConfig) -> None:
             f"{g.num_generations} completions spread over {gpus} GPUs must split into micro-batches of "
             f"{v.micro_batch_size_per_gpu}"
         )
+    if v.max_checkpoints_to_keep < 1:
+        raise ConfigError("invalid grpo config at key 'verl.max_checkpoints_to_keep': must be at least 1 "
+                          f"(each checkpoint of a 32B model takes ~390 GB), got {v.max_checkpoints_to_keep}")
+    if v.gpu_memory_gb < 0:
+        raise ConfigError(f"invalid grpo config at key 'verl.gpu_memory_gb': must be >= 0 (0 = detect), got {v.gpu_memory_gb}")
+    if v.attn_implementation not in ATTENTION:
+        raise ConfigError(f"invalid grpo config at key 'verl.attn_implementation': {v.attn_implementation!r} is not "
+                          f"one of {list(ATTENTION)}")
     if gpus % v.tensor_parallel_size:
         raise ConfigError(f"invalid grpo config at key 'verl.tensor_parallel_size': {v.tensor_parallel_size} does not divide {gpus} GPUs")
 

@@ -22,11 +22,14 @@ choices are worth knowing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import re
 import shlex
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -166,11 +169,53 @@ def judge_enabled(config: GRPORunConfig) -> bool:
     return JUDGE in load_reward_config(config.reward.preset, list(config.reward.overrides)).components
 
 
+def _is_loopback_url(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_judge_placement(config: GRPORunConfig) -> None:
+    """Refuse judge settings that cannot work where VERL runs the reward workers.
+
+    VERL spreads reward workers round-robin over every node of the Ray cluster, so
+    a loopback judge URL reaches a different (absent) server on each other node,
+    and those workers would silently fall back. VERL also scores a response 0.0
+    when its reward times out, so its timeout must outlast the judge's deadline.
+    """
+    if not judge_enabled(config):
+        return
+    from deepicd.rewards.config import load_reward_config
+    from deepicd.rewards.verl_entry import check_timeout
+
+    v = config.verl
+    judge = load_reward_config(config.reward.preset, list(config.reward.overrides)).judge
+    if (v.nnodes > 1 or v.ray_address) and _is_loopback_url(judge.url):
+        where = f"verl.nnodes={v.nnodes}" if v.nnodes > 1 else f"verl.ray_address={v.ray_address}"
+        raise ConfigError(
+            f"invalid grpo config: the judge URL {judge.url} is a loopback address, but with {where} VERL runs "
+            "reward workers on every node of the Ray cluster and each would reach its own, absent, server. Serve "
+            "the judge on an address all nodes reach and pass it, e.g. "
+            "reward.overrides=[judge.url=http://<judge-node-ip>:8000/v1]"
+        )
+    problem = check_timeout(v.reward_timeout_s, judge.batch_deadline_s)
+    if problem:
+        raise ConfigError(f"invalid grpo config at key 'verl.reward_timeout_s': {problem}")
+
+
 def overrides(config: GRPORunConfig, chat_template: str) -> list[str]:
     """VERL 0.9 Hydra overrides for the run (`+key=value` adds a key VERL's schema lacks)."""
     g, v = config.grpo, config.verl
     if not g.bf16:
         raise ConfigError("invalid grpo config at key 'grpo.bf16': VERL trains in bfloat16 mixed precision; set it true")
+    check_judge_placement(config)
     from deepicd.train.data import verl_file
 
     out = Path(config.out_dir).resolve()
@@ -199,11 +244,18 @@ def overrides(config: GRPORunConfig, chat_template: str) -> list[str]:
         ("actor_rollout_ref.actor.ppo_mini_batch_size", g.mini_batch_size),
         ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", v.micro_batch_size_per_gpu),
         ("actor_rollout_ref.actor.ppo_epochs", 1),
+        # VERL clips with clip_ratio_low/high, which its actor.yaml sets to 0.2 and which win over clip_ratio.
         ("actor_rollout_ref.actor.clip_ratio", g.clip_ratio),
+        ("actor_rollout_ref.actor.clip_ratio_low", g.clip_ratio),
+        ("actor_rollout_ref.actor.clip_ratio_high", g.clip_ratio),
         ("actor_rollout_ref.actor.entropy_coeff", g.entropy_coef),
         ("actor_rollout_ref.actor.use_kl_loss", g.kl_loss_coef > 0),
         ("actor_rollout_ref.actor.kl_loss_coef", g.kl_loss_coef),
         ("actor_rollout_ref.actor.fsdp_config.dtype", "bfloat16"),
+        ("actor_rollout_ref.actor.fsdp_config.param_offload", v.param_offload),
+        ("actor_rollout_ref.actor.fsdp_config.optimizer_offload", v.optimizer_offload),
+        ("actor_rollout_ref.ref.fsdp_config.param_offload", v.param_offload),
+        ("+actor_rollout_ref.model.override_config.attn_implementation", v.attn_implementation),
         ("actor_rollout_ref.rollout.name", v.rollout),
         ("actor_rollout_ref.rollout.dtype", "bfloat16"),
         ("actor_rollout_ref.rollout.n", g.num_generations),
@@ -227,6 +279,7 @@ def overrides(config: GRPORunConfig, chat_template: str) -> list[str]:
         ("trainer.test_freq", g.eval_steps if g.eval_steps > 0 else -1),
         ("trainer.val_before_train", v.val_before_train),
         ("trainer.resume_mode", "auto"),
+        ("trainer.max_actor_ckpt_to_keep", v.max_checkpoints_to_keep),
         ("trainer.default_local_dir", str(out / "checkpoints")),
         ("trainer.project_name", v.project_name),
         ("trainer.experiment_name", v.experiment_name or config.name),
@@ -276,6 +329,39 @@ def compose_verl(hydra_overrides: Sequence[str]):
         raise ConfigError(f"VERL {verl.__version__} rejects the overrides: {str(exc).splitlines()[0]}") from exc
     finally:
         GlobalHydra.instance().clear()
+
+
+def check_attention(implementation: str) -> str:
+    """'' when transformers can build the FSDP actor with this attention kernel here; otherwise why not."""
+    from transformers.utils import import_utils
+
+    needs = {
+        "flash_attention_2": ("is_flash_attn_2_available", "the flash-attn package"),
+        "flash_attention_3": ("is_flash_attn_3_available", "the flash-attn 3 (hopper) package"),
+    }
+    if implementation not in needs:
+        return ""
+    probe, package = needs[implementation]
+    available = getattr(import_utils, probe, None)
+    if available is not None and available():
+        return ""
+    return (f"verl.attn_implementation={implementation} needs {package}, which is not importable here; "
+            "install it for this torch, or use verl.attn_implementation=sdpa (exact with remove_padding)")
+
+
+def check_engine_batches(verl_config) -> str:
+    """'' when VERL's own launch-time validation accepts the composed config (batch and micro-batch arithmetic)."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            validate_config(verl_config, use_reference_policy=need_reference_policy(verl_config),
+                            use_critic=need_critic(verl_config))
+    except (AssertionError, ValueError) as exc:
+        return f"VERL's validate_config refuses the run: {exc}"
+    return ""
 
 
 @dataclass
@@ -374,6 +460,12 @@ def preflight(config: GRPORunConfig, argv: Sequence[str]) -> list[Check]:
     except ConfigError as exc:
         composed = None
         checks.append(Check("config", False, str(exc)))
+
+    if composed is not None:
+        problem = check_engine_batches(composed)
+        checks.append(Check("batches", not problem, problem or "VERL's validate_config accepts the batch sizes"))
+    problem = check_attention(config.verl.attn_implementation)
+    checks.append(Check("attention", not problem, problem or f"{config.verl.attn_implementation} is available"))
 
     data_ok = True
     for split in ("train", "val"):

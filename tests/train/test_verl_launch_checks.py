@@ -1,0 +1,54 @@
+"""Settings refused before launch because they cannot work where VERL runs them."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepicd.config import ConfigError
+from deepicd.train import grpo_verl
+from deepicd.train.grpo_config import load_run_config
+
+
+@pytest.fixture()
+def template(tmp_path):
+    path = tmp_path / "t.jinja"
+    path.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}A:{% endif %}")
+    return path
+
+
+def _command(tmp_path, template, overrides):
+    run = load_run_config("r1-zero-qwen2.5-32b", [f"verl.chat_template_file={template}", *overrides],
+                          data_dir=tmp_path / "data", out_dir=tmp_path / "run")
+    return grpo_verl.command(run)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "http://localhost:8000/v1", "http://127.0.0.2:8000/v1"])
+@pytest.mark.parametrize("cluster", [["verl.nnodes=2"], ["verl.ray_address=10.0.0.5:6379"]], ids=["nnodes", "ray"])
+def test_a_loopback_judge_is_refused_on_a_cluster(tmp_path, template, url, cluster):
+    with pytest.raises(ConfigError, match="loopback address.*every node.*judge.url=http://<judge-node-ip>"):
+        _command(tmp_path, template, [*cluster, f"reward.overrides=[judge.url={url}]"])
+
+
+def test_a_cluster_judge_on_a_private_address_and_a_local_loopback_judge_pass(tmp_path, template):
+    argv = _command(tmp_path, template, ["verl.nnodes=2", "reward.overrides=[judge.url=http://10.0.0.7:8000/v1]"])
+    assert "trainer.nnodes=2" in argv
+    assert _command(tmp_path, template, [])  # one node: the judge on this node's loopback is reachable
+    # A rule-only reward has no judge to place.
+    assert _command(tmp_path, template, ["verl.nnodes=2", "reward.preset=paper"])
+
+
+def test_verl_reward_timeout_must_outlast_the_judge(tmp_path, template):
+    with pytest.raises(ConfigError, match="verl.reward_timeout_s.*batch deadline"):
+        _command(tmp_path, template, ["verl.reward_timeout_s=300"])  # paper-judge: 300 s deadline
+    assert _command(tmp_path, template, ["verl.reward_timeout_s=300", "reward.overrides=[judge.batch_deadline_s=120]"])
+
+
+def test_verls_own_validation_runs_in_preflight_and_refuses_bad_batches(tmp_path, template):
+    argv = _command(tmp_path, template, [])
+    composed = grpo_verl.compose_verl(grpo_verl.verl_overrides(argv))
+    assert grpo_verl.check_engine_batches(composed) == ""
+    from omegaconf import open_dict
+
+    with open_dict(composed):
+        composed.trainer.n_gpus_per_node = 6  # 64 x 8 completions do not split over 6 GPUs
+    assert "real_train_batch_size (512) must be divisible" in grpo_verl.check_engine_batches(composed)
