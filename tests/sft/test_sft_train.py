@@ -72,15 +72,15 @@ def test_incomplete_checkpoints_are_skipped(tmp_path):
 
 def test_effective_batch_is_kept_across_gpu_counts():
     settings = configuration.load(sft.SFTRunConfig, "sft", "qwen2.5-7b")
-    assert [sft.accumulation_steps(settings, n) for n in (1, 2, 4)] == [4, 2, 1]
-    with pytest.raises(UserError, match="batch_size"):
-        sft.accumulation_steps(settings, 8)
+    assert [sft.accumulation_steps(settings, n) for n in (1, 2, 4, 8)] == [8, 4, 2, 1]
+    with pytest.raises(UserError, match="32 is not a multiple of per_device_batch_size x processes = 4 x 16"):
+        sft.accumulation_steps(settings, 16)
 
 
 def test_paper_presets_follow_the_paper():
     for name in ("qwen2.5-7b", "llama3.1-8b"):
         c = configuration.load(sft.SFTRunConfig, "sft", name)
-        assert (c.epochs, c.batch_size, c.per_device_batch_size, c.learning_rate, c.lr_scheduler) == (1.0, 32, 8, 2e-5, "cosine")
+        assert (c.epochs, c.batch_size, c.learning_rate, c.lr_scheduler) == (1.0, 32, 2e-5, "cosine")
         assert (c.warmup_steps, c.weight_decay, c.precision, c.gradient_checkpointing) == (100, 0.01, "bf16-mixed", True)
         assert c.optimizer.startswith("adamw")
 

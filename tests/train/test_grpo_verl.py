@@ -185,9 +185,10 @@ def _eight_gpus() -> bool:
 
 @pytest.mark.skipif(_eight_gpus(), reason="the GPU check passes on a machine with 8 GPUs")
 def test_preflight_on_a_cpu_machine_passes_everything_but_the_gpu_count(tmp_path, data_dir, tiny_model):
-    run = _paper_run(tmp_path, data_dir, tiny_model, ["reward.preset=paper"])
+    run = _paper_run(tmp_path, data_dir, tiny_model, ["reward.preset=paper", "verl.gpu_memory_gb=80"])
     checks = {check.name: check for check in grpo_verl.preflight(run, grpo_verl.command(run))}
     assert [name for name, check in checks.items() if not check.ok] == ["gpus"]
+    assert "per GPU of 80 GB" in checks["memory"].detail and checks["batches"].ok and checks["attention"].ok
     assert "0 GPU(s)" in checks["gpus"].detail and "1 node(s) x 8 = 8" in checks["gpus"].detail
     assert "VERL's loader" in checks["reward"].detail
 
@@ -205,7 +206,8 @@ def test_preflight_names_a_broken_data_file_and_the_cli_stops_before_launching(t
     assert result.exit_code == 2
     assert "missing column(s) ['ability', 'reward_model', 'extra_info']" in result.output
     assert "val.parquet: file not found" in result.output
-    assert "preflight failed (data:train, data:val, reward, gpus)" in result.output
+    assert "preflight failed (memory, data:train, data:val, reward, gpus)" in result.output
+    assert "set verl.gpu_memory_gb=80" in result.output
     assert not (tmp_path / "run" / "manifest.json").exists()
 
 

@@ -7,25 +7,36 @@ from typing import Optional
 
 import typer
 
-from deepicd.commands import user_errors
+from deepicd.commands import UserError, user_errors
 
 
 def main(
     config: str = typer.Option(..., "--config", "-c", help="SFT preset (configs/sft/NAME.yaml: qwen2.5-7b, llama3.1-8b, tiny-cpu) or a YAML file."),
-    data: Path = typer.Option(..., "--data", "-d", help="A `deepicd distill` output folder (reads sft/train.parquet and sft/val.parquet) or a folder holding train.parquet with 'prompt' and 'completion' columns."),
-    model: str = typer.Option(..., "--model", "-m", help="Base model: a Hugging Face model folder or a hub id already in the local cache (nothing is downloaded)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints/ (resumed from automatically), model/ (final model + tokenizer), manifest.json."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="A `deepicd distill` output folder (reads sft/train.parquet and sft/val.parquet) or a folder holding train.parquet with 'prompt' and 'completion' columns."),
+    model: str = typer.Option(..., "--model", "-m", help="Base model: a Hugging Face model folder or a hub id already in the local cache (nothing is downloaded). With --plan, also one of the bundled shapes (Qwen/Qwen2.5-7B-Instruct, meta-llama/Llama-3.1-8B-Instruct, ...)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: checkpoints/ (resumed from automatically), model/ (final model + tokenizer), manifest.json."),
+    plan: bool = typer.Option(False, "--plan", help="Print the per-GPU memory plan on 1, 2, 4 and 8 GPUs (shipped FSDP config; GPU size from gpu_memory_gb=N or the driver) and exit; nothing is loaded."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. max_steps=500 learning_rate=1e-5 packing=true."),
 ) -> None:
     """Supervised fine-tuning with loss on the completion only; resumes from the last checkpoint in OUT.
 
     Several GPUs: accelerate launch --config_file src/deepicd/configs/accelerate/fsdp.yaml -m deepicd sft ...
+    A run whose memory plan exceeds the GPU is refused before loading; --plan prints that plan.
     """
     from deepicd import config as configuration
-    from deepicd.train.sft import SFTRunConfig, run
+    from deepicd.train.sft import SFTRunConfig, plan_report, run
 
     with user_errors():
         settings = configuration.load(SFTRunConfig, "sft", config, list(overrides or []))
+        if plan:
+            from deepicd.plan import detect_gpu_memory_gb
+
+            for line in plan_report(settings, model, settings.gpu_memory_gb or detect_gpu_memory_gb()):
+                typer.echo(line)
+            return
+        missing = [flag for flag, value in (("--data", data), ("--out", out)) if value is None]
+        if missing:
+            raise UserError(f"missing {' and '.join(missing)} (only --plan runs without them)")
         result = run(data, model, out, settings)
     if result is None:
         return

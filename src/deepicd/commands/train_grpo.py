@@ -22,7 +22,7 @@ def main(
     model: Optional[str] = typer.Option(None, "--model", "--init", "-m", help="Model to start from: a Hugging Face folder (e.g. an SFT model) or a hub id already in the local cache. Defaults to the preset's."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: checkpoints/, model/ (the exported Hugging Face model) and manifest.json. Rerunning with the same folder resumes."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help="Override the preset's engine: 'verl' (multi-GPU, vLLM rollouts) or 'trl' (one CPU or GPU)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="VERL: print the training command as one shell line and exit; nothing is checked or started."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="VERL: print the training command as one shell line and exit; nothing is started. Works without the model or data (notes say what is missing); plans GPU memory when verl.gpu_memory_gb is set or a GPU is present."),
     skip_preflight: bool = typer.Option(False, "--skip-preflight", help="VERL: launch without the checks (data, reward function, judge, model, GPU count)."),
     preflight_only: bool = typer.Option(False, "--preflight", help="VERL: run the checks, print them and exit (0 when all pass)."),
     no_export: bool = typer.Option(False, "--no-export", help="VERL: keep the checkpoints only; do not export a Hugging Face model after training."),
@@ -73,6 +73,20 @@ def _train_trl(run) -> None:
     )
 
 
+def _fit_memory(run):
+    """Plan per-GPU memory; with verl.auto_fit, adopt the settings that fit and say what changed."""
+    from deepicd.train import grpo_memory
+
+    fitted = grpo_memory.fit(run)
+    for change in fitted.changes:
+        typer.echo(f"auto_fit: {change} (the preset's setting does not fit; verl.auto_fit=false keeps it)", err=True)
+    if fitted.plan is not None:
+        typer.echo(f"memory: {fitted.plan.summary()}", err=True)
+    else:
+        typer.echo(f"memory: not planned: {fitted.note}", err=True)
+    return fitted.config
+
+
 def _train_verl(run, *, dry_run: bool, preflight_only: bool, skip_preflight: bool, export_model: bool) -> int:
     from dataclasses import asdict
 
@@ -80,10 +94,14 @@ def _train_verl(run, *, dry_run: bool, preflight_only: bool, skip_preflight: boo
     from deepicd.train import grpo_verl
     from deepicd.train.data import verl_file
 
-    argv = grpo_verl.command(run)
+    run = _fit_memory(run)
     if dry_run:
+        argv, notes = grpo_verl.dry_run_command(run)
         typer.echo(grpo_verl.shell_line(argv))
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
         return 0
+    argv = grpo_verl.command(run)
     if not skip_preflight:
         checks = grpo_verl.preflight(run, argv)
         for check in checks:

@@ -295,6 +295,33 @@ def overrides(config: GRPORunConfig, chat_template: str) -> list[str]:
     return [f"{key}={hydra_value(value)}" for key, value in pairs] + list(v.extra_overrides)
 
 
+TEMPLATE_AT_LAUNCH = "<the chat template of {model} with the {prefill} prefill, read from the model at launch>"
+
+
+def dry_run_command(config: GRPORunConfig) -> tuple[list[str], list[str]]:
+    """The command, and notes on what this machine lacks; a login node need not have the model or the data.
+
+    Without the model, the chat-template override cannot be rendered here; it
+    is shown as a placeholder that the real launch fills in from the model.
+    """
+    from deepicd.rewards.config import load_reward_config
+    from deepicd.train.data import verl_file
+
+    notes = []
+    prefill = load_reward_config(config.reward.preset, list(config.reward.overrides)).prefill
+    try:
+        base, special = base_chat_template(config)
+        template = prefill_template(base, prefill, special)
+    except UserError as exc:
+        template = TEMPLATE_AT_LAUNCH.format(model=config.model, prefill=prefill)
+        notes.append(f"model not available here ({exc}); actor_rollout_ref.model.custom_chat_template is shown as a "
+                     "placeholder and is read from the model's tokenizer when the run is launched")
+    for split in ("train", "val"):
+        if not verl_file(config.data_dir, split).is_file():
+            notes.append(f"data file not found here: {verl_file(config.data_dir, split)} (--preflight checks it)")
+    return command(config, chat_template=template), notes
+
+
 def command(config: GRPORunConfig, chat_template: str | None = None, python: str | None = None) -> list[str]:
     """The full argv of the VERL run (the chat template is built from the model when not given)."""
     if chat_template is None:
@@ -369,6 +396,19 @@ class Check:
     name: str
     ok: bool
     detail: str
+
+
+def check_memory(config: GRPORunConfig) -> Check:
+    """The memory plan of the run as configured (auto_fit has already been applied by the caller)."""
+    from deepicd.train import grpo_memory
+
+    try:
+        fitted = grpo_memory.fit(replace(config, verl=replace(config.verl, auto_fit=False)))
+    except UserError as exc:
+        return Check("memory", False, str(exc))
+    if fitted.plan is None:
+        return Check("memory", False, f"cannot plan: {fitted.note}")
+    return Check("memory", True, fitted.plan.summary())
 
 
 def _sample_row(config: GRPORunConfig) -> dict:
@@ -464,6 +504,7 @@ def preflight(config: GRPORunConfig, argv: Sequence[str]) -> list[Check]:
     if composed is not None:
         problem = check_engine_batches(composed)
         checks.append(Check("batches", not problem, problem or "VERL's validate_config accepts the batch sizes"))
+    checks.append(check_memory(config))
     problem = check_attention(config.verl.attn_implementation)
     checks.append(Check("attention", not problem, problem or f"{config.verl.attn_implementation} is available"))
 

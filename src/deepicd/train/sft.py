@@ -13,7 +13,11 @@ on a template where it is not.
 Settings follow the paper (1 epoch, effective batch 32, lr 2e-5 cosine, 100
 warm-up steps, weight decay 0.01, AdamW, bf16, gradient checkpointing). The
 effective batch is kept whatever the number of GPUs: accumulation is derived from
-`batch_size / (per_device_batch_size x processes)`. A run resumes from the last
+`batch_size / (per_device_batch_size x processes)`. Before the tokenizer or the
+weights are loaded, the run's per-GPU memory plan (`deepicd.plan`) is compared
+with the GPU's size and a run that cannot fit is refused with the numbers and a
+change that would fit; waiting in a queue for an out-of-memory error is the
+alternative. A run resumes from the last
 complete checkpoint in `--out/checkpoints`; the final model and tokenizer appear
 in `--out/model` only once whole, next to a manifest.
 """
@@ -71,6 +75,9 @@ class SFTRunConfig:
     dataset_num_proc: int = 1
     dataloader_num_workers: int = 0
     report_to: list[str] = field(default_factory=list)  # e.g. [tensorboard]; empty: log to the console only
+    # GPU size in GB (10^9 bytes, as sold: 80 for an H100) for the memory check; 0: ask the driver.
+    gpu_memory_gb: float = 0.0
+    check_memory: bool = True  # refuse a run whose memory plan exceeds the GPU (false: start anyway)
 
 
 @dataclass
@@ -102,6 +109,8 @@ def validate(config: SFTRunConfig) -> SFTRunConfig:
         raise bad("epochs", "must be positive unless max_steps is set")
     if config.warmup_steps < 0 or config.weight_decay < 0 or config.eval_steps < 0 or config.cpu_threads < 0:
         raise UserError("invalid sft config: warmup_steps, weight_decay, eval_steps and cpu_threads must not be negative")
+    if config.gpu_memory_gb < 0:
+        raise bad("gpu_memory_gb", f"must be 0 (detect) or a size in GB, got {config.gpu_memory_gb}")
     return config
 
 
@@ -114,6 +123,175 @@ def accumulation_steps(config: SFTRunConfig, processes: int) -> int:
             f"per_device_batch_size x processes = {config.per_device_batch_size} x {processes}"
         )
     return config.batch_size // per_step
+
+
+# -- memory plan -----------------------------------------------------------------
+# The shipped accelerate config: what `--plan` assumes when not started by `accelerate launch`.
+FSDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml"
+PLAN_PROCESSES = (1, 2, 4, 8)  # GPUs of one node that the fixes and `--plan` consider
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the processes share the model: what the memory plan needs to know about the launcher."""
+
+    processes: int
+    fsdp: bool  # parameters, gradients and optimizer sharded over the processes
+    offload: bool  # FSDP keeps parameters, gradients and optimizer state in CPU memory
+    activation_checkpointing: bool  # FSDP checkpoints every decoder layer
+
+
+def launch_from_environment(processes: int) -> Launch:
+    """The launch `accelerate launch` describes to its workers through environment variables."""
+    env = os.environ
+    fsdp = env.get("ACCELERATE_USE_FSDP") == "true"
+    return Launch(
+        processes=processes,
+        fsdp=fsdp,
+        offload=fsdp and env.get("FSDP_OFFLOAD_PARAMS") == "true",
+        activation_checkpointing=_fsdp_does_checkpointing(),
+    )
+
+
+def launch_from_fsdp_config(processes: int, path: Path = FSDP_CONFIG) -> Launch:
+    """The launch the shipped accelerate FSDP config would make on `processes` GPUs."""
+    from omegaconf import OmegaConf
+
+    fsdp = OmegaConf.to_container(OmegaConf.load(path)).get("fsdp_config", {})
+    return Launch(
+        processes=processes,
+        fsdp=True,
+        offload=bool(fsdp.get("fsdp_offload_params", False)),
+        activation_checkpointing=bool(fsdp.get("fsdp_activation_checkpointing", False)),
+    )
+
+
+def _state_bytes(config: SFTRunConfig) -> dict:
+    """Bytes per parameter of the weights, gradients and optimizer, and of the compute dtype."""
+    if config.precision == "fp32":
+        weights, compute = 4, 4
+    elif config.precision == "bf16":
+        weights, compute = 2, 2
+    else:  # bf16-mixed: fp32 masters, bf16 compute
+        weights, compute = 4, 2
+    # AdamW keeps two moments in the weights' dtype; 8-bit variants one byte each.
+    moments = 2 if "8bit" in config.optimizer else 2 * weights
+    return {"param_bytes": weights, "grad_bytes": weights, "optimizer_bytes": moments, "compute_dtype_bytes": compute}
+
+
+def memory_plan(config: SFTRunConfig, shape, launch: Launch):
+    """Per-GPU memory of one training step of `config` on `launch` (a `deepicd.plan.TrainingMemory`)."""
+    from deepicd.plan import fsdp_training_memory
+
+    return fsdp_training_memory(
+        shape,
+        world_size=launch.processes if launch.fsdp else 1,  # without FSDP every process holds everything
+        micro_batch_size=config.per_device_batch_size,
+        sequence_length=config.max_length,
+        gradient_checkpointing=config.gradient_checkpointing or launch.activation_checkpointing,
+        param_offload=launch.offload,
+        optimizer_offload=launch.offload,
+        **_state_bytes(config),
+    )
+
+
+def memory_fixes(config: SFTRunConfig, shape, launch: Launch, gpu_memory_gb: float) -> list[str]:
+    """Single changes that make the plan fit, each with its per-GPU figure: more GPUs, a smaller
+    micro-batch (more accumulation, same effective batch), or CPU offload."""
+    fixes = []
+    more = [p for p in PLAN_PROCESSES if p > launch.processes or (not launch.fsdp and p == launch.processes > 1)]
+    for processes in more:
+        if config.batch_size % (config.per_device_batch_size * processes):
+            continue
+        plan = memory_plan(config, shape, dataclasses.replace(launch, processes=processes, fsdp=True))
+        if plan.fits(gpu_memory_gb):
+            fixes.append(
+                f"launch {processes} processes (accelerate launch --config_file src/deepicd/configs/accelerate/fsdp.yaml "
+                f"--num_processes {processes}: {plan.total_gib:.1f} GiB per GPU)"
+            )
+            break
+    for micro in range(config.per_device_batch_size - 1, 0, -1):
+        if config.batch_size % (micro * launch.processes):
+            continue
+        smaller = dataclasses.replace(config, per_device_batch_size=micro)
+        plan = memory_plan(smaller, shape, launch)
+        if plan.fits(gpu_memory_gb):
+            accumulation = config.batch_size // (micro * launch.processes)
+            fixes.append(f"per_device_batch_size={micro} (accumulation {accumulation}: {plan.total_gib:.1f} GiB per GPU)")
+            break
+    if not launch.offload:
+        plan = memory_plan(config, shape, dataclasses.replace(launch, fsdp=True, offload=True))
+        if plan.fits(gpu_memory_gb):
+            fixes.append(
+                "fsdp_offload_params: true in the accelerate FSDP config (parameters, gradients and optimizer "
+                f"in CPU memory, much slower: {plan.total_gib:.1f} GiB per GPU)"
+            )
+    return fixes
+
+
+def gpu_memory_to_check(config: SFTRunConfig) -> float | None:
+    """The GPU size (GB) to plan against: the config's, else the driver's; None on CPU runs."""
+    if config.device == "cpu" or not config.check_memory:
+        return None
+    if config.gpu_memory_gb > 0:
+        return config.gpu_memory_gb
+    from deepicd.plan import detect_gpu_memory_gb
+
+    return detect_gpu_memory_gb()
+
+
+def check_memory(config: SFTRunConfig, model: str | Path, launch: Launch, gpu_memory_gb: float | None):
+    """Refuse, before anything is loaded, a run whose plan exceeds `gpu_memory_gb`; None = no check.
+
+    Returns the plan when one was made. The plan errs high (see
+    `deepicd.plan.fsdp_training_memory`), so the message also says how to start anyway.
+    A model the planner cannot size (a mixture of experts, say) is trained unchecked.
+    """
+    if gpu_memory_gb is None:
+        return None
+    from deepicd.plan import model_shape, refusal_message
+
+    try:
+        shape = model_shape(model)
+    except UserError as exc:
+        print(f"memory plan skipped: {exc}", file=sys.stderr, flush=True)
+        return None
+    plan = memory_plan(config, shape, launch)
+    if not plan.fits(gpu_memory_gb):
+        how = "FSDP" if launch.fsdp else "no FSDP"
+        offload = ", CPU offload" if launch.offload else ""
+        raise UserError(
+            refusal_message(
+                f"sft preset {config.name!r} for {shape.name} on {launch.processes} process(es) ({how}{offload})",
+                plan.explain(gpu_memory_gb),
+                memory_fixes(config, shape, launch, gpu_memory_gb),
+            )
+            + " The estimate is conservative; check_memory=false starts the run anyway."
+        )
+    return plan
+
+
+def plan_report(config: SFTRunConfig, model: str | Path, gpu_memory_gb: float | None) -> list[str]:
+    """`deepicd sft --plan`: the memory plan of `config` on 1-8 GPUs under the shipped FSDP config."""
+    from deepicd.plan import model_shape
+
+    shape = model_shape(model)
+    lines = [f"{shape.name}: {shape.num_parameters / 1e9:.2f}B parameters, preset {config.name!r}, "
+             f"{config.max_length} tokens per row, effective batch {config.batch_size}"]
+    for processes in PLAN_PROCESSES:
+        try:
+            accumulation = accumulation_steps(config, processes)
+        except UserError:
+            lines.append(f"{processes} process(es): batch_size {config.batch_size} does not split into "
+                         f"{config.per_device_batch_size} x {processes} x accumulation")
+            continue
+        launch = launch_from_fsdp_config(processes)
+        plan = memory_plan(config, shape, launch)
+        lines.append(f"{processes} process(es), accumulation {accumulation}: {plan.explain(gpu_memory_gb)}")
+        if gpu_memory_gb and not plan.fits(gpu_memory_gb):
+            fixes = memory_fixes(config, shape, launch, gpu_memory_gb)
+            lines.append("    fix: " + ("; or ".join(fixes) if fixes else "none of more GPUs, a smaller micro-batch or offload"))
+    return lines
 
 
 # -- data ------------------------------------------------------------------------
@@ -268,8 +446,9 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
     train_path, val_path = data_files(data)
     out = Path(out)
     source = models.resolve(model)  # a local folder, or a hub id already in the cache; never a download
-    tokenizer = models.load_tokenizer(source, purpose="train")
     state = PartialState()
+    check_memory(config, source, launch_from_environment(state.num_processes), gpu_memory_to_check(config))
+    tokenizer = models.load_tokenizer(source, purpose="train")
 
     train = load_table(train_path)
     if len(train) == 0:
