@@ -112,3 +112,42 @@ def test_dry_run_refuses_an_oversized_plan_without_auto_fit(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "does not fit in GPU memory" in result.stderr and "verl.tensor_parallel_size=4" in result.stderr
+
+
+def _trl_run(tmp_path, model, *overrides):
+    return load_run_config("tiny-cpu", ["grpo.max_prompt_length=2048", "grpo.max_completion_length=1024",
+                                        "grpo.num_generations=8", "grpo.train_batch_size=4", "grpo.mini_batch_size=4",
+                                        *overrides], model=model, data_dir=tmp_path, out_dir=tmp_path / "run")
+
+
+def test_trl_plan_counts_colocated_vllm_against_the_policy(tmp_path):
+    from deepicd.plan.shapes import model_shape
+
+    run = _trl_run(tmp_path, "Qwen/Qwen2.5-7B-Instruct", "trl.per_device_batch_size=1")
+    shape = model_shape(run.model)
+    alone = grpo_memory.trl_plan(run, shape, 141, with_vllm=False, bf16=True)
+    colocated = grpo_memory.trl_plan(run, shape, 141, with_vllm=True, bf16=True)
+    assert alone.problems() == [] and colocated.rollout.budget_gib > 0
+    # A 7B policy in bf16 with AdamW (8 bytes a parameter) and vLLM at 0.3 of an 80 GB card: too much.
+    crowded = grpo_memory.trl_plan(run, shape, 80, with_vllm=True, bf16=True)
+    assert any("plus vLLM's" in problem for problem in crowded.problems())
+
+
+def test_trl_run_on_a_gpu_that_cannot_hold_it_is_refused_before_loading(tmp_path, monkeypatch):
+    from deepicd.plan import memory
+
+    monkeypatch.setattr(memory, "detect_gpu_memory_gb", lambda: 24.0)
+    run = _trl_run(tmp_path, "Qwen/Qwen2.5-32B-Instruct")
+    with pytest.raises(UserError, match="with the trl backend does not fit in GPU memory"):
+        grpo_memory.check_trl(run, with_vllm=False, bf16=True)
+    monkeypatch.setattr(memory, "detect_gpu_memory_gb", lambda: None)
+    assert grpo_memory.check_trl(run, with_vllm=False, bf16=True) is None  # CPU: nothing to plan
+
+
+def test_the_hardware_table_in_the_docs_is_the_planners(repo_root):
+    text = (repo_root / "docs" / "training.md").read_text()
+    documented = text.split("<!-- hardware-table:start -->\n")[1].split("\n<!-- hardware-table:end -->")[0]
+    assert documented == grpo_memory.hardware_table(VERL_PRESETS_IN_DOC_ORDER)
+
+
+VERL_PRESETS_IN_DOC_ORDER = ["r1-zero-qwen2.5-32b", "sft-grpo-qwen2.5-7b", "sft-grpo-llama3.1-8b"]

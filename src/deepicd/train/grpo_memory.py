@@ -212,3 +212,97 @@ def refusal(config: GRPORunConfig, shape: ModelShape, plan: VerlPlan) -> str:
             break
     where = f"{v.nnodes} x {v.n_gpus_per_node} GPUs of {plan.gpu_memory_gb:g} GB"
     return memory.refusal_message(f"{shape.name} on {where}", "; ".join(plan.problems()), fixes)
+
+
+@dataclass(frozen=True)
+class TrlPlan:
+    """Per-GPU memory of the one-device TRL backend: the policy, and vLLM colocated on the same GPU.
+
+    TRL's colocated vLLM does not sleep between generations (its sleep mode is
+    off by default), so its whole budget stays taken while the policy trains.
+    """
+
+    gpu_memory_gb: float
+    policy: TrainingMemory
+    rollout: Optional[RolloutMemory]
+
+    def problems(self) -> list[str]:
+        memory_gib = gb_to_gib(self.gpu_memory_gb)
+        found = []
+        budget = 0.0
+        if self.rollout is not None:
+            budget = self.rollout.budget_gib
+            if not self.rollout.fits():
+                found.append(self.rollout.explain() + "; raise trl.vllm_gpu_memory_utilization")
+        if self.policy.total_gib + budget > memory_gib:
+            found.append(f"the policy update ({self.policy.explain()}) plus vLLM's {budget:.1f} GiB exceeds the "
+                         f"{memory_gib:.1f} GiB of one {self.gpu_memory_gb:g} GB GPU; lower trl.per_device_batch_size "
+                         "or use the verl backend on several GPUs")
+        return found
+
+
+def trl_plan(config: GRPORunConfig, shape: ModelShape, gpu_gb: float, *, with_vllm: bool, bf16: bool) -> TrlPlan:
+    g, t = config.grpo, config.trl
+    sequence = g.max_prompt_length + g.max_completion_length
+    width = 2 if bf16 else 4  # the policy is loaded and trained in this dtype; AdamW keeps two moments in it
+    policy = memory.fsdp_training_memory(
+        shape, world_size=1, micro_batch_size=t.per_device_batch_size, sequence_length=sequence,
+        gradient_checkpointing=g.gradient_checkpointing, param_offload=False, optimizer_offload=False,
+        param_bytes=width, grad_bytes=width, optimizer_bytes=2 * width)
+    rollout = None
+    if with_vllm:
+        rollout = memory.rollout_memory(
+            shape, tensor_parallel_size=1, gpu_memory_gb=gpu_gb, gpu_memory_utilization=t.vllm_gpu_memory_utilization,
+            group_sequences=g.num_generations, sequence_length=sequence)
+    return TrlPlan(gpu_memory_gb=gpu_gb, policy=policy, rollout=rollout)
+
+
+def check_trl(config: GRPORunConfig, *, with_vllm: bool, bf16: bool) -> Optional[TrlPlan]:
+    """Refuse a TRL run on this GPU that cannot fit; None when there is no GPU or the model cannot be sized."""
+    gpu_gb = memory.detect_gpu_memory_gb()
+    if gpu_gb is None:
+        return None
+    try:
+        shape = model_shape(config.model)
+    except UserError:
+        return None
+    plan = trl_plan(config, shape, gpu_gb, with_vllm=with_vllm, bf16=bf16)
+    problems = plan.problems()
+    if problems:
+        raise UserError(memory.refusal_message(f"{shape.name} with the trl backend", "; ".join(problems), []))
+    return plan
+
+
+# VERL saves the FSDP actor's fp32 parameters (4 bytes) and AdamW's two fp32 moments (8 bytes) per step.
+CHECKPOINT_BYTES_PER_PARAMETER = 12
+HARDWARE = (("H100 80 GB", 80), ("H200 141 GB", 141), ("B200 180 GB", 180))
+# The model each SFT+GRPO preset starts from (its --init is an SFT model of this shape).
+PRESET_MODELS = {"sft-grpo-llama3.1-8b": "meta-llama/Llama-3.1-8B-Instruct",
+                 "sft-grpo-qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct"}
+
+
+def checkpoint_gb(shape: ModelShape) -> float:
+    """Disk per saved step of a VERL actor checkpoint, in GB."""
+    return shape.num_parameters * CHECKPOINT_BYTES_PER_PARAMETER / 1e9
+
+
+def hardware_table(presets: list[str]) -> str:
+    """The Markdown table of docs/training.md: what auto_fit picks for each preset on each node type."""
+    from deepicd.train.grpo_config import load_run_config
+
+    lines = ["| preset | GPUs used | GPU | settings auto_fit picks | rollout / budget (GiB) | resident (GiB) "
+             "| update peak (GiB) | checkpoint per save |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    for name in presets:
+        for node, gb in HARDWARE:
+            run = load_run_config(name, [f"verl.gpu_memory_gb={gb}"], model=PRESET_MODELS.get(name),
+                                  data_dir="data", out_dir="run")
+            fitted = fit(run)
+            v, plan = fitted.config.verl, fitted.plan
+            picked = (f"TP {v.tensor_parallel_size}, micro-batch {v.micro_batch_size_per_gpu}, offload "
+                      + ("params+optimizer" if v.param_offload else "optimizer" if v.optimizer_offload else "none"))
+            lines.append(
+                f"| `{name}` | {v.nnodes * v.n_gpus_per_node} | {node} | {picked} | "
+                f"{plan.rollout.total_gib:.1f} / {plan.rollout.budget_gib:.1f} | {plan.resident_gib:.1f} | "
+                f"{plan.update_gib:.1f} | {checkpoint_gb(model_shape(run.model)):.0f} GB |")
+    return "\n".join(lines)

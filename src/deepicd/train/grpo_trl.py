@@ -182,6 +182,7 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
     from deepicd.prompts import task
     from deepicd.rewards.config import load_reward_config
     from deepicd.rewards.trl_entry import reward_functions
+    from deepicd.train import grpo_memory
 
     if torch.cuda.is_available() and torch.cuda.device_count() > 1:
         raise UserError(
@@ -193,10 +194,11 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
     out = Path(config.out_dir)
     output_dir = out / "checkpoints"
     reward_config = load_reward_config(config.reward.preset, list(config.reward.overrides))
+    vllm = use_vllm(config.trl.use_vllm)
+    grpo_memory.check_trl(config, with_vllm=vllm, bf16=_model_dtype(config) == "bfloat16")
     tokenizer = models.load_tokenizer(config.model, purpose="generate")
     model = models.load_causal_lm(config.model, dtype=_model_dtype(config), device="cpu")
     dataset, data_path, dropped = build_dataset(config, tokenizer, reward_config.prefill)
-    vllm = use_vllm(config.trl.use_vllm)
     args = grpo_args(config, output_dir, vllm)
     trainer = GRPOTrainer(
         model=model,

@@ -472,6 +472,21 @@ def _with_short_judge_deadline(composed):
     return probe
 
 
+def check_judge_reach(config: GRPORunConfig) -> Check:
+    """Ask the judge from every node of the Ray cluster, where VERL runs the reward workers."""
+    from deepicd.rewards.config import load_reward_config
+    from deepicd.train import judge_reach
+
+    url = load_reward_config(config.reward.preset, list(config.reward.overrides)).judge.url
+    address = config.verl.ray_address or "auto"
+    try:
+        ok, detail = judge_reach.describe(judge_reach.probe_from_nodes(address, url), url)
+    except Exception as exc:  # ray.init raises ConnectionError, RuntimeError, ...
+        return Check("judge-reach", False, f"cannot ask the judge from the cluster's nodes (Ray at {address}: {exc}); "
+                     "set verl.ray_address to the running cluster")
+    return Check("judge-reach", ok, detail)
+
+
 def available_gpus(config: GRPORunConfig) -> tuple[int, str]:
     """GPUs VERL will see: those of the Ray cluster when an address is set, else the local ones."""
     if config.verl.ray_address:
@@ -529,6 +544,9 @@ def preflight(config: GRPORunConfig, argv: Sequence[str]) -> list[Check]:
                             + (" (judge answered)" if use_judge else "")))
     else:
         checks.append(Check("reward", False, "skipped: needs a composable config and readable data"))
+
+    if use_judge and (config.verl.ray_address or config.verl.nnodes > 1):
+        checks.append(check_judge_reach(config))
 
     need = config.verl.nnodes * config.verl.n_gpus_per_node
     try:
