@@ -194,11 +194,65 @@ def test_transformers_dialect_splits_n_and_asks_for_sampling(fake):
     assert sorted(body["seed"] for body in fake.bodies) == [42, 43]
     for body in fake.bodies:
         assert "n" not in body
-        assert json.loads(body["generation_config"]) == {"do_sample": True, "top_k": 0, "repetition_penalty": 1.0}
+        assert not {"top_k", "min_p", "repetition_penalty"} & set(body)  # transformers serve rejects them
+        assert json.loads(body["generation_config"]) == {
+            "do_sample": True, "temperature": 0.9, "top_p": 1.0, "top_k": 0, "min_p": 0.0,
+            "repetition_penalty": 1.0, "typical_p": 1.0, "no_repeat_ngram_size": 0,
+        }
     fake.bodies.clear()
     greedy, = build_generator(config).generate([_request("b", "note", prefill="")], SamplingConfig(temperature=0, n=2))
     assert greedy.completions == [greedy.completions[0]] * 2 and len(fake.bodies) == 1
-    assert json.loads(fake.bodies[0]["generation_config"]) == {"do_sample": False}
+    assert json.loads(fake.bodies[0]["generation_config"]) == {
+        "do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50,
+        "repetition_penalty": 1.0, "typical_p": 1.0, "no_repeat_ngram_size": 0,
+    }
+
+
+FILTERED = SamplingConfig(temperature=0.7, top_p=0.8, top_k=20, min_p=0.05, repetition_penalty=1.05,
+                          max_new_tokens=32, n=2, seed=11)
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_vllm_dialect_states_every_sampling_setting(fake, api, tiny_model):
+    config = _config(fake.url, api=api, model=str(tiny_model))
+    result, = build_generator(config).generate([_request("a", "note")], FILTERED)
+    assert result.error is None and len(fake.bodies) == 1
+    body = fake.bodies[0]
+    sent = {key: body.get(key) for key in
+            ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "seed", "n")}
+    assert sent == {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.05, "repetition_penalty": 1.05,
+                    "max_tokens": 32, "seed": 11, "n": 2}
+
+
+def test_vllm_dialect_states_filters_that_are_off(fake):
+    # Left out, vllm serve would fill them from the model's generation_config.json (Qwen2.5: top_k 20, 1.05).
+    list(build_generator(_config(fake.url)).generate([_request("a", "note")], SamplingConfig(n=1)))
+    body = fake.bodies[0]
+    assert (body["top_k"], body["min_p"], body["repetition_penalty"]) == (-1, 0.0, 1.0)
+    assert (body["temperature"], body["top_p"]) == (0.9, 1.0)
+
+
+def test_greedy_requests_keep_the_repetition_penalty(fake):
+    greedy = SamplingConfig(temperature=0, top_k=20, min_p=0.1, repetition_penalty=1.2, n=1)
+    list(build_generator(_config(fake.url)).generate([_request("a", "note")], greedy))
+    body = fake.bodies[0]
+    assert (body["temperature"], body["top_k"], body["min_p"], body["repetition_penalty"]) == (0.0, -1, 0.0, 1.2)
+    fake.bodies.clear()
+    served = build_generator(_config(fake.url, server="transformers"))
+    list(served.generate([_request("b", "note", prefill="")], greedy))
+    settings = json.loads(fake.bodies[0]["generation_config"])
+    assert settings["do_sample"] is False and settings["repetition_penalty"] == 1.2
+
+
+def test_transformers_dialect_sends_the_filters_in_its_generation_config(fake):
+    config = _config(fake.url, server="transformers", api="chat")
+    list(build_generator(config).generate([_request("a", "note", prefill="")], FILTERED))
+    assert len(fake.bodies) == 2
+    for body in fake.bodies:
+        assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.7, 0.8, 32)
+        settings = json.loads(body["generation_config"])
+        assert (settings["top_k"], settings["min_p"], settings["repetition_penalty"]) == (20, 0.05, 1.05)
+        assert settings["do_sample"] is True
 
 
 def test_transformers_dialect_refuses_chat_prefill_before_sending(fake):

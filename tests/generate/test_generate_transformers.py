@@ -117,3 +117,23 @@ def test_continuous_batching_groups_samples_and_matches_static_greedy(untied_mod
     greedy = _by_key(generator.generate(task_requests, GREEDY))
     for request in task_requests:
         assert greedy[request.key].completions == [_reference_greedy(generator, request, GREEDY.max_new_tokens)] * 3
+
+
+def test_sampling_filters_reach_the_generation_config_whatever_the_model_defaults(tiny_model):
+    from deepicd.generate import GeneratorConfig, SamplingConfig
+    from deepicd.generate.transformers_backend import TransformersGenerator
+    from deepicd.models import load
+
+    model, tokenizer = load(tiny_model, device="cpu")
+    model.generation_config.top_k, model.generation_config.repetition_penalty = 20, 1.05  # Qwen2.5-Instruct's
+    model.generation_config.min_p = 0.1
+    generator = TransformersGenerator(GeneratorConfig(model=str(tiny_model), device="cpu", progress=False),
+                                      model=model, tokenizer=tokenizer)
+    chosen = generator.generation_config(SamplingConfig(top_k=5, min_p=0.02, repetition_penalty=1.1))
+    off = generator.generation_config(SamplingConfig())
+    greedy = generator.generation_config(SamplingConfig(temperature=0, repetition_penalty=1.2))
+    assert (chosen.top_k, chosen.min_p, chosen.repetition_penalty) == (5, 0.02, 1.1)
+    assert (off.top_k, off.min_p, off.repetition_penalty) == (0, 0.0, 1.0)
+    assert greedy.do_sample is False and greedy.repetition_penalty == 1.2
+    prepared, _ = model._prepare_generation_config(off)
+    assert (prepared.top_k, prepared.min_p, prepared.repetition_penalty) == (0, 0.0, 1.0)  # nothing inherited

@@ -15,15 +15,27 @@ HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
 def test_sampling_params_follow_the_shared_settings():
-    sampling = SamplingConfig(temperature=0.9, top_p=0.95, max_new_tokens=1024, n=4, seed=42)
+    sampling = SamplingConfig(temperature=0.9, top_p=0.95, max_new_tokens=1024, n=4, seed=42,
+                              top_k=20, min_p=0.05, repetition_penalty=1.05)
     params = sampling_params_kwargs(sampling, [2, 0])
-    assert params == {"n": 4, "temperature": 0.9, "top_p": 0.95, "max_tokens": 1024, "seed": 42,
+    assert params == {"n": 4, "temperature": 0.9, "top_p": 0.95, "top_k": 20, "min_p": 0.05,
+                      "repetition_penalty": 1.05, "max_tokens": 1024, "seed": 42,
                       "stop_token_ids": [2, 0], "skip_special_tokens": True}
 
 
+def test_filters_left_off_are_stated_as_off():
+    # Unstated, vLLM would take them from the model's generation_config.json.
+    params = sampling_params_kwargs(SamplingConfig(), [2])
+    assert (params["top_k"], params["min_p"], params["repetition_penalty"]) == (-1, 0.0, 1.0)
+    assert sampling_params_kwargs(SamplingConfig(top_k=-1), [2])["top_k"] == -1
+
+
 def test_greedy_decodes_once():
-    params = sampling_params_kwargs(SamplingConfig(temperature=0, top_p=0.5, n=4), [2])
+    sampling = SamplingConfig(temperature=0, top_p=0.5, top_k=20, min_p=0.1, repetition_penalty=1.1, n=4)
+    params = sampling_params_kwargs(sampling, [2])
     assert params["n"] == 1 and params["temperature"] == 0.0 and params["top_p"] == 1.0
+    assert params["top_k"] == -1 and params["min_p"] == 0.0
+    assert params["repetition_penalty"] == 1.1  # it changes which token is most likely, so greedy keeps it
 
 
 def test_engine_arguments():

@@ -15,13 +15,22 @@ from typing import Iterable, Iterator, Protocol
 
 @dataclass
 class SamplingConfig:
-    """Sampling settings shared by every backend (paper distillation: 0.9, 1024 tokens, seed 42)."""
+    """Sampling settings shared by every backend (paper distillation: 0.9, 1024 tokens, seed 42).
+
+    The filters below default to "off" and every backend sends them explicitly:
+    left unset, `vllm serve` and transformers fill them from the model's
+    generation_config.json (Qwen2.5-Instruct: top_k 20, repetition_penalty
+    1.05), and the distribution sampled would not be the one configured here.
+    """
 
     temperature: float = 0.9
     top_p: float = 1.0
     max_new_tokens: int = 1024
     n: int = 1
     seed: int = 42
+    top_k: int = 0  # keep the k most likely tokens; 0 (or -1) is off
+    min_p: float = 0.0  # drop tokens below min_p x the top token's probability; 0 is off
+    repetition_penalty: float = 1.0  # penalise tokens already in the prompt or the output; 1 is off
 
 
 @dataclass(frozen=True)

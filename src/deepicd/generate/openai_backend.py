@@ -18,10 +18,14 @@ Prefill, i.e. continuing an assistant turn that already starts with `<think>`:
   tokenizer and sends the text; every server supports this.
 - api="chat" sends the prefill as a final assistant message with vLLM's
   `continue_final_message` extension; `transformers serve` rejects those fields.
-Server dialects (`server`): vLLM takes `n` and samples with the request's
-settings as given; `transformers serve` ignores `n` (we send n requests with
-seeds seed..seed+n-1) and samples only when told through its `generation_config`
-field, which we always send.
+Server dialects (`server`): vLLM takes `n`, and takes top_k, min_p and
+repetition_penalty as extra request fields; `transformers serve` ignores `n`
+(we send n requests with seeds seed..seed+n-1), rejects those extra fields, and
+samples only when told through its `generation_config` field, which we always
+send. Either way every filter is stated on every request, "off" included: a
+server fills what it is not told from the model's generation_config.json
+(`vllm serve` of Qwen2.5-Instruct would add top_k 20 and repetition_penalty
+1.05), and would sample another distribution than the one configured.
 """
 
 from __future__ import annotations
@@ -207,26 +211,35 @@ class OpenAIGenerator:
         raise _GiveUp(f"gave up after {attempts} attempt(s) at {redact(self.url)}: {reason}")
 
     async def _call(self, client, prompt, sampling: SamplingConfig, n: int, seed: int):
-        greedy = rules.is_greedy(sampling)
+        chosen = rules.filters(sampling)
         arguments = {
             "model": self.config.model,
             "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
+            "temperature": chosen["temperature"],
+            "top_p": chosen["top_p"],
             "seed": seed,
         }
-        extra: dict = {}
+        extra = self._dialect_fields(sampling)
         if self.config.server == "vllm":
             arguments["n"] = n
-        else:
-            # transformers serve samples only if its generation config says so; neutralise model defaults too.
-            settings = {"do_sample": False} if greedy else {"do_sample": True, "top_k": 0, "repetition_penalty": 1.0}
-            extra["generation_config"] = json.dumps(settings)
         if self.config.api == "completions":
             return await client.completions.create(prompt=prompt, extra_body=extra or None, **arguments)
         if prompt and prompt[-1]["role"] == "assistant":
             extra.update({"continue_final_message": True, "add_generation_prompt": False})
         return await client.chat.completions.create(messages=prompt, extra_body=extra or None, **arguments)
+
+    def _dialect_fields(self, sampling: SamplingConfig) -> dict:
+        """The request fields beyond OpenAI's that pin the remaining filters, in the server's own dialect."""
+        if self.config.server == "vllm":
+            chosen = rules.filters(sampling)
+            return {
+                "top_k": -1 if chosen["top_k"] is None else chosen["top_k"],  # -1: off, in every vLLM release
+                "min_p": chosen["min_p"],
+                "repetition_penalty": chosen["repetition_penalty"],
+            }
+        # transformers serve rejects those fields, builds its GenerationConfig from this one, and samples
+        # only if it says so.
+        return {"generation_config": json.dumps(rules.transformers_settings(sampling))}
 
     def _parse(self, response) -> tuple[list[str], list[int | None], int]:
         """Texts in choice order, per-choice token counts where known, and the prompt's token count."""

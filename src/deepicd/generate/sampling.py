@@ -4,6 +4,12 @@ Greedy decoding (temperature 0) gives one answer however often it is asked, and
 several engines refuse `n > 1` without sampling; so a greedy request is decoded
 once and its completion repeated `n` times. Each backend then returns exactly
 `n` completions per request, which the scorers rely on.
+
+Every backend states every filter (top_p, top_k, min_p, repetition penalty) on
+every call, "off" included: an engine fills what it is not told from the
+model's generation_config.json, so an unstated filter is the model's choice,
+not ours. `filters` is the one place that decides their values; the backends
+only translate it into their engine's spelling.
 """
 
 from __future__ import annotations
@@ -12,16 +18,26 @@ from deepicd.commands import UserError
 from deepicd.generate.base import GenerationRequest, GenerationResult, SamplingConfig
 
 
+def _invalid(key: str, rule: str, value) -> UserError:
+    return UserError(f"invalid sampling setting '{key}': {rule}, got {value}")
+
+
 def validate(sampling: SamplingConfig) -> SamplingConfig:
     """Raise UserError naming the sampling setting at fault."""
     if sampling.n < 1:
-        raise UserError(f"invalid sampling setting 'n': must be at least 1, got {sampling.n}")
+        raise _invalid("n", "must be at least 1", sampling.n)
     if sampling.max_new_tokens < 1:
-        raise UserError(f"invalid sampling setting 'max_new_tokens': must be at least 1, got {sampling.max_new_tokens}")
+        raise _invalid("max_new_tokens", "must be at least 1", sampling.max_new_tokens)
     if sampling.temperature < 0:
-        raise UserError(f"invalid sampling setting 'temperature': must not be negative, got {sampling.temperature}")
+        raise _invalid("temperature", "must not be negative", sampling.temperature)
     if not 0.0 < sampling.top_p <= 1.0:
-        raise UserError(f"invalid sampling setting 'top_p': must be in (0, 1], got {sampling.top_p}")
+        raise _invalid("top_p", "must be in (0, 1]", sampling.top_p)
+    if isinstance(sampling.top_k, bool) or not isinstance(sampling.top_k, int) or sampling.top_k < -1:
+        raise _invalid("top_k", "must be a whole number of tokens, or 0 (or -1) for off", sampling.top_k)
+    if not 0.0 <= sampling.min_p <= 1.0:
+        raise _invalid("min_p", "must be in [0, 1], 0 for off", sampling.min_p)
+    if not sampling.repetition_penalty > 0:
+        raise _invalid("repetition_penalty", "must be positive, 1.0 for off", sampling.repetition_penalty)
     return sampling
 
 
@@ -32,6 +48,52 @@ def is_greedy(sampling: SamplingConfig) -> bool:
 def draws(sampling: SamplingConfig) -> int:
     """How many sequences to actually decode per prompt."""
     return 1 if is_greedy(sampling) else sampling.n
+
+
+def filters(sampling: SamplingConfig) -> dict:
+    """temperature, top_p, top_k (None when off), min_p and repetition_penalty as every backend must apply them.
+
+    Greedy decoding takes the most likely token whatever top_p, top_k and min_p
+    say, so they are neutral then; the repetition penalty changes which token is
+    most likely and therefore applies to greedy decoding too.
+    """
+    greedy = is_greedy(sampling)
+    top_k = sampling.top_k if sampling.top_k > 0 and not greedy else None
+    return {
+        "temperature": 0.0 if greedy else sampling.temperature,
+        "top_p": 1.0 if greedy else sampling.top_p,
+        "top_k": top_k,
+        "min_p": 0.0 if greedy else sampling.min_p,
+        "repetition_penalty": sampling.repetition_penalty,
+    }
+
+
+def transformers_settings(sampling: SamplingConfig) -> dict:
+    """GenerationConfig values that pin transformers' decoding to `sampling`, whatever the model's defaults.
+
+    transformers fills every GenerationConfig value left at None from the
+    model's generation config, so each filter is given a value, "off" included.
+    Greedy decoding uses the values transformers treats as unset for the
+    sampling-only filters, so that it logs no warnings about unused flags.
+    Used by the transformers backend and sent to `transformers serve`.
+    """
+    chosen = filters(sampling)
+    if is_greedy(sampling):
+        choice = {"do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50}
+    else:
+        choice = {
+            "do_sample": True,
+            "temperature": chosen["temperature"],
+            "top_p": chosen["top_p"],
+            "top_k": chosen["top_k"] or 0,
+            "min_p": chosen["min_p"],
+        }
+    return {
+        **choice,
+        "repetition_penalty": chosen["repetition_penalty"],
+        "typical_p": 1.0,
+        "no_repeat_ngram_size": 0,
+    }
 
 
 def widen(completions: list[str], counts: list[int], n: int) -> tuple[list[str], list[int]]:

@@ -67,16 +67,8 @@ class TransformersGenerator:
         """The full GenerationConfig for these settings, neutralising the model's sampling defaults."""
         from transformers import GenerationConfig
 
-        if rules.is_greedy(sampling):
-            # The values transformers treats as "unset": greedy decoding then logs no unused-flag warnings.
-            choice = {"do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50}
-        else:
-            choice = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
         return GenerationConfig(
-            **choice,
-            typical_p=1.0,
-            repetition_penalty=1.0,
-            no_repeat_ngram_size=0,
+            **rules.transformers_settings(sampling),
             max_new_tokens=sampling.max_new_tokens,
             num_return_sequences=rules.draws(sampling),
             eos_token_id=self.stop_ids,
