@@ -52,3 +52,36 @@ def test_verls_own_validation_runs_in_preflight_and_refuses_bad_batches(tmp_path
     with open_dict(composed):
         composed.trainer.n_gpus_per_node = 6  # 64 x 8 completions do not split over 6 GPUs
     assert "real_train_batch_size (512) must be divisible" in grpo_verl.check_engine_batches(composed)
+
+
+def test_closed_turn_prefill_feeds_verl_the_published_prompts(tmp_path, data_dir, tiny_model):
+    """verl.prefill=closed-turn: no custom template; prompts end with a finished assistant `<think>` message."""
+    import pyarrow.parquet as pq
+
+    from deepicd import models
+    from deepicd.train.data import verl_file
+
+    run = load_run_config("r1-zero-qwen2.5-32b", ["verl.prefill=closed-turn"], model=str(tiny_model),
+                          data_dir=data_dir, out_dir=tmp_path / "run")
+    argv = grpo_verl.command(run)
+    assert not any(arg.startswith("actor_rollout_ref.model.custom_chat_template=") for arg in argv)
+    composed = grpo_verl.compose_verl(grpo_verl.verl_overrides(argv))
+    written = grpo_verl.write_closed_turn_prompts(run)
+    assert composed.data.train_files == str(written["train"]) and composed.data.val_files == str(written["val"])
+    original = pq.read_table(verl_file(data_dir, "train")).to_pylist()
+    copied = pq.read_table(written["train"]).to_pylist()
+    assert len(copied) == len(original)
+    assert [row["prompt"][:-1] for row in copied] == [row["prompt"] for row in original]
+    assert all(row["prompt"][-1] == {"role": "assistant", "content": "<think>"} for row in copied)
+    assert [row["reward_model"] for row in copied] == [row["reward_model"] for row in original]
+    # What VERL's agent loop renders: the model's template, a closed assistant turn, then a new one opened.
+    tokenizer = models.load_tokenizer(str(tiny_model), purpose="generate")
+    rendered = tokenizer.apply_chat_template(copied[0]["prompt"], tokenize=False, add_generation_prompt=True)
+    assert not rendered.endswith("<think>") and "<think>" in rendered
+
+
+def test_template_prefill_is_the_default_and_a_wrong_mode_is_named(tmp_path, template):
+    argv = _command(tmp_path, template, [])
+    assert any(arg.startswith("actor_rollout_ref.model.custom_chat_template=") for arg in argv)
+    with pytest.raises(ConfigError, match="verl.prefill"):
+        _command(tmp_path, template, ["verl.prefill=open"])

@@ -114,6 +114,8 @@ def _train_verl(run, *, dry_run: bool, preflight_only: bool, skip_preflight: boo
             return 0
     elif preflight_only:
         raise UserError("--preflight and --skip-preflight contradict each other")
+    if run.verl.prefill == "closed-turn":
+        grpo_verl.write_closed_turn_prompts(run)
     out = Path(run.out_dir)
     record = {
         "stage": run.stage,

@@ -18,6 +18,7 @@ from deepicd.config import ConfigError, available_presets, load
 
 BACKENDS = ("verl", "trl")
 STAGES = ("grpo", "sft-grpo")
+PREFILL_MODES = ("template", "closed-turn")
 ATTENTION = ("sdpa", "flash_attention_2", "flash_attention_3", "eager")
 
 
@@ -84,6 +85,10 @@ class VerlSettings:
     logger: list[str] = field(default_factory=lambda: ["console"])
     val_before_train: bool = False
     max_checkpoints_to_keep: int = 2  # older global_step_N folders are deleted (a 32B checkpoint is ~390 GB)
+    # How the assistant turn starts with the reward preset's prefill (`<think>`). "template": a chat template
+    # whose generation prompt ends with it, so the policy continues inside its reasoning. "closed-turn": as the
+    # published run, the prefill is a closed assistant message before the generation prompt (never prefilled).
+    prefill: str = "template"
     chat_template_file: str = ""  # Jinja chat template of the model; empty: read it from the model's tokenizer
     export_after_training: bool = True
     extra_overrides: list[str] = field(default_factory=list)  # raw VERL overrides, appended last
@@ -199,6 +204,8 @@ def _validate_verl(config: GRPORunConfig) -> None:
                           f"(each checkpoint of a 32B model takes ~390 GB), got {v.max_checkpoints_to_keep}")
     if v.gpu_memory_gb < 0:
         raise ConfigError(f"invalid grpo config at key 'verl.gpu_memory_gb': must be >= 0 (0 = detect), got {v.gpu_memory_gb}")
+    if v.prefill not in PREFILL_MODES:
+        raise ConfigError(f"invalid grpo config at key 'verl.prefill': {v.prefill!r} is not one of {list(PREFILL_MODES)}")
     if v.attn_implementation not in ATTENTION:
         raise ConfigError(f"invalid grpo config at key 'verl.attn_implementation': {v.attn_implementation!r} is not "
                           f"one of {list(ATTENTION)}")

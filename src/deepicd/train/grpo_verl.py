@@ -210,22 +210,63 @@ def check_judge_placement(config: GRPORunConfig) -> None:
         raise ConfigError(f"invalid grpo config at key 'verl.reward_timeout_s': {problem}")
 
 
-def overrides(config: GRPORunConfig, chat_template: str) -> list[str]:
+CLOSED_TURN_DIR = "prompts-closed-turn"
+
+
+def train_files(config: GRPORunConfig) -> dict[str, Path]:
+    """The parquet files VERL reads per split: preprocess's, or (closed-turn prefill) the run's own copies."""
+    from deepicd.train.data import verl_file
+
+    if config.verl.prefill == "closed-turn":
+        folder = Path(config.out_dir).resolve() / CLOSED_TURN_DIR
+        return {split: folder / f"{split}.parquet" for split in ("train", "val")}
+    return {split: verl_file(Path(config.data_dir).resolve(), split) for split in ("train", "val")}
+
+
+def write_closed_turn_prompts(config: GRPORunConfig) -> dict[str, Path]:
+    """Copies of the VERL files whose prompts end with a closed assistant message holding the prefill.
+
+    This is what the published run fed VERL: its prompts carried the assistant's `<think>` as a finished
+    message, and VERL's agent loop then opened a new assistant turn after it.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from deepicd.manifest import atomic_open
+    from deepicd.rewards.config import load_reward_config
+    from deepicd.train.data import verl_file
+
+    prefill = load_reward_config(config.reward.preset, list(config.reward.overrides)).prefill
+    written = {}
+    for split, target in train_files(config).items():
+        table = pq.read_table(verl_file(config.data_dir, split))
+        column = table.schema.field("prompt")
+        prompts = [list(messages) + [{"role": "assistant", "content": prefill}]
+                   for messages in table.column("prompt").to_pylist()]
+        table = table.set_column(table.schema.get_field_index("prompt"), column,
+                                 pa.array(prompts, type=column.type))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(target, "wb") as handle:
+            pq.write_table(table, handle)
+        written[split] = target
+    return written
+
+
+def overrides(config: GRPORunConfig, chat_template: str | None) -> list[str]:
     """VERL 0.9 Hydra overrides for the run (`+key=value` adds a key VERL's schema lacks)."""
     g, v = config.grpo, config.verl
     if not g.bf16:
         raise ConfigError("invalid grpo config at key 'grpo.bf16': VERL trains in bfloat16 mixed precision; set it true")
     check_judge_placement(config)
-    from deepicd.train.data import verl_file
-
     out = Path(config.out_dir).resolve()
     use_judge = judge_enabled(config)
+    files = train_files(config)
     pairs: list[tuple[str, Any]] = [
         ("algorithm.adv_estimator", "grpo"),
         ("algorithm.use_kl_in_reward", g.kl_in_reward),
         ("algorithm.kl_ctrl.kl_coef", g.kl_loss_coef),
-        ("data.train_files", str(verl_file(Path(config.data_dir).resolve(), "train"))),
-        ("data.val_files", str(verl_file(Path(config.data_dir).resolve(), "val"))),
+        ("data.train_files", str(files["train"])),
+        ("data.val_files", str(files["val"])),
         ("data.prompt_key", "prompt"),
         ("data.train_batch_size", g.train_batch_size),
         ("data.max_prompt_length", g.max_prompt_length),
@@ -236,7 +277,6 @@ def overrides(config: GRPORunConfig, chat_template: str) -> list[str]:
         ("data.train_max_samples", config.max_train_samples),
         ("data.val_max_samples", config.max_val_samples),
         ("actor_rollout_ref.model.path", config.model),
-        ("actor_rollout_ref.model.custom_chat_template", chat_template),
         ("actor_rollout_ref.model.use_remove_padding", v.remove_padding),
         ("actor_rollout_ref.model.enable_gradient_checkpointing", g.gradient_checkpointing),
         ("actor_rollout_ref.actor.optim.lr", g.learning_rate),
@@ -286,6 +326,8 @@ def overrides(config: GRPORunConfig, chat_template: str) -> list[str]:
         ("trainer.logger", list(v.logger)),
         ("hydra.run.dir", str(out / "hydra")),  # VERL's Hydra main would write outputs/ in the working directory
     ]
+    if chat_template is not None:
+        pairs.append(("actor_rollout_ref.model.custom_chat_template", chat_template))
     if g.max_steps > 0:
         pairs.append(("trainer.total_training_steps", g.max_steps))
     if use_judge:
@@ -309,6 +351,10 @@ def dry_run_command(config: GRPORunConfig) -> tuple[list[str], list[str]]:
 
     notes = []
     prefill = load_reward_config(config.reward.preset, list(config.reward.overrides)).prefill
+    if config.verl.prefill == "closed-turn":
+        notes.append(f"verl.prefill=closed-turn: the prompt files under {train_files(config)['train'].parent} are "
+                     "written at launch from the preprocess output")
+        return command(config), notes
     try:
         base, special = base_chat_template(config)
         template = prefill_template(base, prefill, special)
@@ -323,8 +369,13 @@ def dry_run_command(config: GRPORunConfig) -> tuple[list[str], list[str]]:
 
 
 def command(config: GRPORunConfig, chat_template: str | None = None, python: str | None = None) -> list[str]:
-    """The full argv of the VERL run (the chat template is built from the model when not given)."""
-    if chat_template is None:
+    """The full argv of the VERL run (the chat template is built from the model when not given).
+
+    With `verl.prefill=closed-turn` the model's own template is used and no template is passed.
+    """
+    if config.verl.prefill == "closed-turn":
+        chat_template = None
+    elif chat_template is None:
         from deepicd.rewards.config import load_reward_config
 
         prefill = load_reward_config(config.reward.preset, list(config.reward.overrides)).prefill
