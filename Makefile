@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench clean lock-gpu gpu-check gpu-check-tiny
 
 setup: $(STAMP)
 
@@ -35,6 +35,18 @@ bench: setup
 	$(PY) benchmarks/bench_preprocess.py --admissions 30000 --repeat 3
 	$(PY) benchmarks/bench_evaluate.py --rows 1000000
 	$(PY) benchmarks/bench_generate.py
+
+# Resolve the `gpu` extra for a CUDA node into requirements/ (minutes; needs the index). tests/launch checks it.
+lock-gpu: setup
+	$(PY) scripts/lock_gpu.py
+
+# The GPU figures in one run (docs/benchmarks.md). On the GPU machine, without the venv; output in $OUT or ./gpu-check.
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py
+
+# The same script end to end on this CPU at tiny sizes (about half a minute).
+gpu-check-tiny: setup
+	$(PY) benchmarks/gpu_check.py --tiny --out runs/gpu-check-tiny
 
 clean:
 	rm -rf $(VENV) runs/demo
