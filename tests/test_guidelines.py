@@ -93,3 +93,18 @@ def test_user_folder_in_release_format(tmp_path):
 def test_every_chapter_has_some_text():
     for chapter in icd.chapters():
         assert guidelines.chapter_excerpt(chapter.number).startswith(f"Chapter {chapter.number} ")
+
+
+def test_source_names_the_folder_or_the_fallback(guidelines_dir, tmp_path):
+    assert guidelines.source(guidelines_dir) == f"files:{guidelines_dir.resolve()}"
+    assert guidelines.source(None) == guidelines.source("") == "tabular-fallback"
+    assert guidelines.source(tmp_path) == "tabular-fallback"  # a folder without chapter files
+
+
+def test_whole_chapters_are_kept_with_no_limit(guidelines_dir):
+    """The paper presets pass whole chapters; the 4,000-character default cuts 8 of the 18 files."""
+    chapters = guidelines.available_chapters(guidelines_dir)
+    whole = {n: guidelines.chapter_excerpt(n, guidelines_dir, max_chars=0) for n in chapters}
+    assert not any(text.endswith("[...]") for text in whole.values())
+    cut = [n for n, text in whole.items() if len(text) > guidelines.DEFAULT_MAX_CHARS]
+    assert len(cut) == 8 and 19 in cut

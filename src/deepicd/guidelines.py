@@ -10,7 +10,8 @@ Some chapters have no file (the release lacks 3, 8, 11 and 22). For those, and
 when no folder is given at all, the excerpt is built from the official tabular
 list instead: the chapter's title, inclusion terms and notes, and its blocks.
 That text is thinner than a guideline but always available, so a prompt never
-has a hole where the guideline should be.
+has a hole where the guideline should be. Because that fallback changes what a
+judge sees, `source` names where the excerpts come from, for run manifests.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from deepicd import icd
 
 DEFAULT_MAX_CHARS = 4000
+TABULAR_FALLBACK = "tabular-fallback"
 _FILE_PATTERN = re.compile(r"chapter_(\d+)\.json")
 _TRUNCATED = " [...]"
 
@@ -90,6 +92,21 @@ def available_chapters(folder: str | Path) -> list[int]:
         if match:
             numbers.append(int(match.group(1)))
     return sorted(numbers)
+
+
+def source(folder: str | Path | None) -> str:
+    """Where chapter excerpts come from: 'files:<absolute folder>' or 'tabular-fallback'.
+
+    A run's manifest should carry this: ratings from a judge that saw the coding
+    guidelines and from one that saw only the tabular chapter notes are not
+    comparable. A folder without any chapter file counts as the fallback.
+    """
+    if not folder:
+        return TABULAR_FALLBACK
+    path = Path(folder).expanduser()
+    if not path.is_dir() or not available_chapters(path):
+        return TABULAR_FALLBACK
+    return f"files:{path.resolve()}"
 
 
 @lru_cache(maxsize=256)

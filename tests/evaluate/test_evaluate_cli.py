@@ -39,15 +39,30 @@ def test_every_shipped_config_loads():
         assert config.bootstrap.samples >= 0
 
 
-def test_default_makes_out_of_space_codes_nil_at_every_level(tmp_path, predictions, data_dir):
+def test_nil_scope_all_makes_out_of_space_codes_nil_at_every_level(tmp_path, predictions, data_dir):
     out = tmp_path / "eval"
-    result = run("--predictions", str(predictions), "--data", str(data_dir), "--out", str(out), "bootstrap.samples=0")
+    result = run("--predictions", str(predictions), "--data", str(data_dir), "--out", str(out), "bootstrap.samples=0",
+                 "nil_scope=all")
     assert result.exit_code == 0, result.output
     m = json.loads((out / "metrics.json").read_text())
     # K350 is outside the label space: NIL at category and chapter level too, so K35 and XI earn nothing.
     assert m["category"]["macro_f1"] == pytest.approx((1 + 2 / 3) / 5)
-    assert m["chapter"]["macro_f1"] == pytest.approx((1 + 2 / 3) / 5)
+    # Chapter level has no NIL class: IX 1, X 2/3, XI 0, XIV 0.
+    assert m["chapter"]["macro_f1"] == pytest.approx((1 + 2 / 3) / 4)
     assert m["chapter"]["micro_f1"] == pytest.approx(3 / 6)
+    assert m["label_space"]["nil_scope"] == "all"
+
+
+def test_default_projects_per_level_as_the_paper(tmp_path, predictions, data_dir):
+    out = tmp_path / "eval"
+    result = run("--predictions", str(predictions), "--data", str(data_dir), "--out", str(out), "bootstrap.samples=0",
+                 "plots=false")
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["label_space"]["nil_scope"] == "level" and m["label_space"]["chapter_nil_class"] is False
+    # K350 is no code of the label space, but its category K35 and chapter XI are.
+    assert m["category"]["macro_f1"] == pytest.approx((1 + 2 / 3 + 1) / 5)
+    assert m["chapter"]["macro_f1"] == pytest.approx((1 + 2 / 3 + 1) / 4)
 
 
 def test_predictions_mode_writes_every_output_with_hand_checked_numbers(tmp_path, predictions, data_dir):
@@ -70,7 +85,8 @@ def test_predictions_mode_writes_every_output_with_hand_checked_numbers(tmp_path
     assert m["full_code"]["micro_f1"] == pytest.approx(3 / 6)
     # K350 is outside the label space as a code but its category K35 and chapter XI are inside.
     assert m["category"]["macro_f1"] == pytest.approx((1 + 2 / 3 + 1) / 5)
-    assert m["chapter"]["macro_f1"] == pytest.approx((1 + 2 / 3 + 1) / 5)
+    # No NIL class at chapter level: the empty and the free-text answer are misses of X and XIV.
+    assert m["chapter"]["macro_f1"] == pytest.approx((1 + 2 / 3 + 1) / 4)
     assert m["chapter"]["micro_f1"] == pytest.approx(4 / 6)
     assert m["format_rate"] == pytest.approx(4 / 6)
     # Majority of train is I214 (chapter IX): F1 of I214 = 2*2/(2+6) over 4 gold classes.
@@ -80,7 +96,11 @@ def test_predictions_mode_writes_every_output_with_hand_checked_numbers(tmp_path
     assert m["graded"] == pytest.approx({"exact": 3 / 6, "same_category": 1 / 6, "same_chapter": 0.0, "unrelated": 2 / 6})
     assert m["label_space"]["size"]["full_code"] == 4 and m["label_space"]["gold_outside"] == 0
     assert set(m["intervals"]) >= {"chapter", "category", "full_code", "confidence"}
-    assert [r["chapter"] for r in m["per_chapter"]] == ["IX", "X", "XI", "XIV", "NIL"]
+    assert [r["chapter"] for r in m["per_chapter"]] == ["IX", "X", "XI", "XIV"]
+    assert m["nil_rate"]["chapter"] == pytest.approx(2 / 6)
+    assert {k: m["prompt_filter"][k] for k in ("max_prompt_tokens", "notes", "dropped", "kept")} == {
+        "max_prompt_tokens": 0, "notes": 6, "dropped": 0, "kept": 6}
+    assert m["leading_code_rate"] == 0.0
     assert m["terciles"]["full_code"]["frequency_source"] == "train"
     assert "self_consistency" not in m
 

@@ -105,3 +105,28 @@ def test_without_a_label_space_every_well_formed_code_is_its_own_class():
     assert levels["full_code"].tolist() == ["I219", "J440", NIL, NIL]
     assert levels["chapter"].tolist() == ["IX", "X", NIL, NIL]
     assert valid.tolist() == [True, True, False, False]
+
+
+def test_a_code_followed_by_text_earns_its_category_and_chapter_as_published():
+    # "I21.4 - NSTEMI" is normalised to "I214 - NSTEMI"; the published code projected that raw string.
+    levels, valid = project("I214 - NSTEMI", "J441 copd", "I214NSTEMI", "i214 - nstemi")
+    assert levels["category"] == ["I21", NIL, NIL, NIL]  # J44 is no category of the label space
+    assert levels["chapter"] == ["IX", "X", NIL, NIL]
+    assert levels["full_code"] == [NIL, NIL, NIL, NIL]  # the whole string is never a code
+    assert valid == [False, False, False, False]
+
+
+def test_leading_code_can_count_at_every_level_or_not_at_all():
+    code, _ = project("I214 - NSTEMI", leading="code")
+    assert code == {"chapter": ["IX"], "category": ["I21"], "full_code": ["I214"]}
+    off, _ = project("I214 - NSTEMI", leading="off")
+    assert off == {"chapter": [NIL], "category": [NIL], "full_code": [NIL]}
+    strict, _ = project("I214 - NSTEMI", nil_scope="all")
+    assert strict == {"chapter": [NIL], "category": [NIL], "full_code": [NIL]}
+
+
+def test_leading_code_rows_are_marked():
+    from deepicd.evaluate.labels import factorize_predictions
+
+    projected = factorize_predictions(["I214 - NSTEMI", "I214", None, "PNE"], SPACE)
+    assert projected.leading[projected.codes].tolist() == [True, False, False, False]

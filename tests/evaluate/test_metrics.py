@@ -191,3 +191,45 @@ def test_self_consistency_per_level():
     assert out["agreement"]["full_code"] == pytest.approx((2 / 3 + 1 / 3) / 2)
     assert out["agreement"]["category"] == pytest.approx((1 + 1 / 3) / 2)
     assert out["unanimous"]["category"] == 0.5 and out["unanimous"]["full_code"] == 0.0
+
+
+def test_an_unscored_nil_is_a_miss_of_the_gold_class_and_no_class_itself():
+    from sklearn.metrics import precision_recall_fscore_support
+
+    gold = arr("IX", "IX", "X", "X", "XI")
+    pred = arr("IX", NIL, "X", NIL, "X")
+    result = metrics.score_level(gold, pred, unscored=(NIL,))
+    assert list(result.classes) == ["IX", "X", "XI"]
+    # IX: P 1 R 1/2; X: P 1/2 R 1/2; XI: 0. NIL only costs recall.
+    assert result.macro_f1 == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    assert result.micro_f1 == pytest.approx(2 / 5)
+    expected = precision_recall_fscore_support(gold, pred, labels=["IX", "X", "XI"], average="macro", zero_division=0)
+    assert (result.macro_precision, result.macro_recall, result.macro_f1) == pytest.approx(expected[:3])
+    # The same answers with NIL as a class: a fourth class with F1 0.
+    assert metrics.score_level(gold, pred).macro_f1 == pytest.approx((2 / 3 + 1 / 2 + 0 + 0) / 4)
+
+
+def test_a_constant_baseline_keeps_the_unscored_classes():
+    encoded = metrics.encode(arr("IX", "X"), arr(NIL, "X"), unscored=(NIL,))
+    baseline = metrics.constant_prediction(encoded, "XI")
+    assert baseline.classes.tolist() == ["IX", "X", NIL, "XI"]
+    assert baseline.scored.tolist() == [True, True, False, True]
+    assert metrics.score_encoded(baseline).classes.tolist() == ["IX", "X", "XI"]
+
+
+def test_mass_terciles_follow_figure_four():
+    # Chapter supports 20, 15, 14, 13, 12, 10, 8, 5, 3 (100 notes): the two largest cover the first third.
+    sizes = {"IX": 20, "X": 15, "XI": 14, "XIV": 13, "IV": 12, "II": 10, "V": 8, "XIII": 5, "I": 3}
+    gold = arr(*[c for c, n in sizes.items() for _ in range(n)])
+    pred = gold.copy()
+    pred[gold == "I"] = "IX"  # the smallest chapter is never hit
+    result = metrics.score_level(gold, pred)
+    out = metrics.mass_terciles(result)
+    assert out["head"]["members"] == ["IX", "X"] and out["head"]["mass_share"] == pytest.approx(0.35)
+    assert out["medium"]["members"] == ["XI", "XIV", "IV"] and out["medium"]["mass_share"] == pytest.approx(0.39)
+    assert out["tail"]["members"] == ["II", "V", "XIII", "I"]
+    assert out["tail"]["macro_f1"] == pytest.approx((1 + 1 + 1 + 0) / 4)
+    assert out["head"]["macro_f1"] == pytest.approx((2 * 20 / 43 + 1) / 2)  # IX: 20 hits, 23 predicted
+    # Equal-count terciles of the same classes: 3 + 3 + 3.
+    equal = metrics.terciles(result, sizes, "train")
+    assert [equal[t]["classes"] for t in metrics.TERCILES] == [3, 3, 3]

@@ -126,3 +126,82 @@ def test_method_of_a_model_comes_from_its_training_manifest(tmp_path):
     (tmp_path / "other" / "manifest.json").write_text(json.dumps({"stage": "preprocess"}))
     assert model_stage(stray) == ""
     assert model_stage("org/hub-model") == ""
+
+
+def _with_chapters(folder: Path, f1: dict[str, float]) -> Path:
+    """Add per-chapter F1 (support 1 each) to a fake run's metrics.json."""
+    path = folder / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["per_chapter"] = [{"chapter": c, "f1": v, "support": 1, "predicted": 1, "precision": v, "recall": v}
+                              for c, v in f1.items()]
+    path.write_text(json.dumps(metrics))
+    return folder
+
+
+def test_table4_sets_outcome_only_against_reasoning_fine_tunes(tmp_path):
+    runs = [
+        fake_run(tmp_path, "grpo-32b", 0.498, {"stage": "grpo", "target": "reasoning+outcome"}),
+        fake_run(tmp_path, "sft-grpo-qwen", 0.545, {"stage": "sft-grpo", "target": "reasoning+outcome"}),
+        fake_run(tmp_path, "sft-outcome", 0.40, {"stage": "sft", "target": "outcome-only"}),
+        fake_run(tmp_path, "sft-qwen", 0.50, {"stage": "sft", "target": "reasoning+outcome"}),
+    ]
+    out = tmp_path / "tables"
+    result = runner.invoke(app, ["report", *map(str, runs), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    markdown = (out / "table4.md").read_text()
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert [line.split(" |")[0] for line in lines[1:]] == [
+        "| **Reasoning + outcome**", "| sft-qwen", "| sft-grpo-qwen", "| **Outcome only**", "| sft-outcome",
+    ]
+    assert "Table 4" in markdown and "grpo-32b" not in markdown
+    assert markdown in result.output
+    parsed = list(csv.DictReader(io.StringIO((out / "table4.csv").read_text())))
+    assert [(row["group"], row["run"]) for row in parsed][-1] == ("Outcome only", "sft-outcome")
+
+    # Without an outcome-only run there is nothing to compare: no Table 4.
+    alone = tmp_path / "alone"
+    assert runner.invoke(app, ["report", str(runs[3]), "--out", str(alone)]).exit_code == 0
+    assert not (alone / "table4.md").exists()
+
+
+def test_table4_reads_the_prompt_of_older_evaluations():
+    from deepicd.evaluate import table4
+
+    run = table.Run("x", "SFT", "sft", Path("."), {}, {"config": {"prompt": "code-only"}})
+    assert table4.target_of(run) == "outcome-only"
+    run.manifest = {"config": {"prompt": "task"}}
+    assert table4.target_of(run) == "reasoning+outcome"
+
+
+def test_figure4_plots_chapter_f1_against_sft_samples(tmp_path):
+    stats = {"per_chapter": [
+        {"chapter": "09 IX (I00-I99)", "generated": 40, "kept": 30, "kept_rate": 0.75},
+        {"chapter": "10 X (J00-J99)", "generated": 30, "kept": 25, "kept_rate": 0.83},
+        {"chapter": "11 XI (K00-K95)", "generated": 20, "kept": 20, "kept_rate": 1.0},
+        {"chapter": "14 XIV (N00-N99)", "generated": 15, "kept": 15, "kept_rate": 1.0},
+        {"chapter": "04 IV (E00-E89)", "generated": 10, "kept": 10, "kept_rate": 1.0},
+        {"chapter": "?? (no chapter)", "generated": 1, "kept": 0, "kept_rate": 0.0},
+    ]}
+    (tmp_path / "distill").mkdir()
+    (tmp_path / "distill" / "stats.json").write_text(json.dumps(stats))
+    a = _with_chapters(fake_run(tmp_path, "sft", 0.5, {"stage": "sft"}), {"IX": 0.9, "X": 0.7, "XI": 0.5, "XIV": 0.2, "IV": 0.0})
+    b = _with_chapters(fake_run(tmp_path, "sft-grpo", 0.6, {"stage": "sft-grpo"}), {"IX": 1.0, "X": 0.8, "XIV": 0.4})
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", str(a), str(b), "--out", str(out), "--sft-stats", str(tmp_path / "distill")])
+    assert result.exit_code == 0, result.output
+    assert (out / "sft_samples_vs_f1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(io.StringIO((out / "sft_samples_vs_f1.csv").read_text())))
+    assert len(rows) == 8
+    first = rows[0]
+    assert (first["run"], first["chapter"], first["sft_samples"], first["tercile"], first["f1"]) == ("sft", "IX", "30", "head", "90.0")
+    # 100 samples: IX (30) and X (25) start below a third -> head; XI starts at 55% -> medium; XIV (75%), IV tail.
+    output = result.output.replace("\n", " ")
+    assert "head: IX, X (55.0% of SFT samples)" in output and "medium: XI (20.0%" in output
+    assert "tail: XIV, IV (25.0% of SFT samples); mean chapter F1 %: sft 10.0; sft-grpo 40.0" in output
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"table2": {}}))
+    refused = runner.invoke(app, ["report", str(a), "--out", str(out), "--sft-stats", str(broken)])
+    assert refused.exit_code == 2 and "no 'per_chapter' list" in refused.output
+    missing = runner.invoke(app, ["report", str(a), "--out", str(out), "--sft-stats", str(tmp_path / "nope.json")])
+    assert missing.exit_code == 2 and "SFT stats file not found" in missing.output

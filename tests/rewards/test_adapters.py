@@ -141,7 +141,7 @@ def test_verl_entry_passes_preset_overrides_through_reward_kwargs():
 
 
 def test_verl_entry_with_the_judge_returns_judge_stats(rating_server):
-    fn = verl_loaded("paper-judge", [f"judge.url={rating_server.url}", "judge.model=fake-judge"])
+    fn = verl_loaded("judge-greedy", [f"judge.url={rating_server.url}", "judge.model=fake-judge"])
     rated = call(fn, data_source="x", solution_str=EXACT, ground_truth=["M5116"], extra_info={"note": "Back pain."})
     skipped = call(fn, data_source="x", solution_str=NO_PAIR, ground_truth=["M5116"], extra_info={"note": "Back pain."})
     keys = RULE_KEYS[:-1] + ["judge", "judge_rating", "judge_asked", "judge_fallback", "reward_error"]
@@ -155,7 +155,7 @@ def test_verl_entry_with_the_judge_returns_judge_stats(rating_server):
 
 def test_verl_entry_falls_back_within_the_timeout_when_no_judge_is_up():
     url = f"http://127.0.0.1:{free_port()}/v1"
-    fn = verl_loaded("paper-judge", [f"judge.url={url}", "judge.model=fake-judge", "judge.timeout_s=0.5",
+    fn = verl_loaded("judge-greedy", [f"judge.url={url}", "judge.model=fake-judge", "judge.timeout_s=0.5",
                                      "judge.retries=1", "judge.backoff_s=0.1", "judge.batch_deadline_s=2"])
     started = time.monotonic()
     result = call(fn, data_source="x", solution_str=EXACT, ground_truth=["M5116"], extra_info={"note": "Back pain."})
@@ -187,14 +187,14 @@ def test_verl_entry_gives_up_on_a_stalled_judge_before_verls_timeout(monkeypatch
     from deepicd.rewards import verl_entry
 
     monkeypatch.setattr(verl_entry, "DEADLINE_GRACE_S", 0.2)
-    scorer = verl_entry.get_scorer("paper-judge", ["judge.batch_deadline_s=0.3", "judge.model=j"])
+    scorer = verl_entry.get_scorer("judge-greedy", ["judge.batch_deadline_s=0.3", "judge.model=j"])
 
     async def stall(requests):
         await asyncio.sleep(60)
 
     monkeypatch.setattr(scorer.judge, "rate_many", stall)
     started = time.monotonic()
-    result = asyncio.run(verl_entry.compute_score("x", EXACT, ["M5116"], {"note": "n"}, preset="paper-judge",
+    result = asyncio.run(verl_entry.compute_score("x", EXACT, ["M5116"], {"note": "n"}, preset="judge-greedy",
                                                   overrides=["judge.batch_deadline_s=0.3", "judge.model=j"]))
     assert time.monotonic() - started < 5
     assert result["reward_error"] == 1.0 and result["judge_fallback"] == 1.0 and result["score"] == 76.0
@@ -245,7 +245,7 @@ def test_trl_rule_functions_need_the_gold_column():
 
 
 def test_trl_judge_function_is_async_and_rates_through_the_server(rating_server):
-    config = load_reward_config("paper-judge", [f"judge.url={rating_server.url}", "judge.model=fake-judge"])
+    config = load_reward_config("judge-greedy", [f"judge.url={rating_server.url}", "judge.model=fake-judge"])
     judge = [f for f in reward_functions(config) if isinstance(f, JudgeReward)][0]
     logged: dict[str, float] = {}
     values = asyncio.run(judge(prompts=["p"] * 3, completions=[EXACT, NO_PAIR, [{"role": "assistant", "content": PARTIAL}]],

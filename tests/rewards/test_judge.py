@@ -361,6 +361,7 @@ def test_prompt_carries_note_prediction_trace_tabular_text_and_guideline(server,
     rate(judge, [request("ok4", code="I214", trace="Troponin rise without ST elevation.")])
     body = server.bodies[0]
     assert body["model"] == "fake-judge" and body["temperature"] == 0.3 and body["max_tokens"] == 7
+    assert body["top_p"] == 1.0
     system, user = body["messages"]
     assert system["role"] == "system" and '{"score": 3}' in system["content"]
     text = user["content"]
@@ -415,12 +416,12 @@ def test_bad_settings_name_their_key(tmp_path):
         build_judge(JudgeConfig(guidelines_dir=str(tmp_path / "missing")))
 
 
-def test_paper_judge_preset_through_the_scorer(server):
+def test_judge_greedy_preset_through_the_scorer(server):
     config = load_reward_config(
-        "paper-judge",
+        "judge-greedy",
         [f"judge.url={server.url}", "judge.model=fake-judge", "judge.timeout_s=0.5", "judge.backoff_s=0.05"],
     )
-    assert config.name == "paper-judge" and config.components[-1] == "judge" and config.judge.scale == 0.8
+    assert config.name == "judge-greedy" and config.components[-1] == "judge" and config.judge.scale == 0.8
     assert config.outcome.match == 15.0  # inherited from the paper preset
     scorer = RewardScorer(config)
     note = "CHIEF COMPLAINT: chest pain case={}"

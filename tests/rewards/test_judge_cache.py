@@ -47,3 +47,11 @@ def test_missing_keys_and_overwrite(tmp_path):
     assert cache.get("a") == 5 and len(cache) == 1
     cache.close()
     assert JudgeCache(tmp_path / "nested" / "folder").get("a") == 5
+
+
+def test_scores_keep_their_type(tmp_path):
+    cache = JudgeCache(tmp_path)
+    cache.put_many({"half": 4.5, "whole": 4, "float-whole": 3.0}, "m")
+    found = JudgeCache(tmp_path).get_many(["half", "whole", "float-whole"])
+    assert found == {"half": 4.5, "whole": 4, "float-whole": 3}
+    assert [type(found[key]) for key in ("half", "whole", "float-whole")] == [float, int, int]

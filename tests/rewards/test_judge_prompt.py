@@ -58,6 +58,58 @@ def test_parse_score_never_raises_and_stays_in_range(text):
     assert score is None or 1 <= score <= 5
 
 
+@pytest.mark.parametrize(
+    ("reply", "score"),
+    [
+        ('{"score": 4}', 4),
+        ('{"score": 4.5}', 4.5),  # no rounding: 0.8 x 4.5 = 3.6
+        ('{"score": 7}', 7),  # no range check: 5.6
+        ('{"score": 0}', 0),
+        ('{"score": -2}', -2),
+        ('{"score": true}', 1),  # JSON true is the integer 1 to the published code
+        ('```json\n{"score": 2}\n```', 2),
+        ('Sure: {"score": 3} and later {"score": 5}', 3),  # the first object decides
+        ('<think>{"score": 1}</think>{"score": 4}', 1),  # no think-skipping
+        ('{{"score": 4}}', None),  # "{{...}" is not JSON: the published code counted 0
+        ('{"score": {"value": 4}}', None),  # the span ends at the first "}"
+        ("4", None),  # no braces: the published code raised; here it is unparsed
+        ('{"score": 4', None),
+        ('{"rating": 4}', None),
+        ('{"score": "4"}', None),
+        ('{"score": null}', None),
+        ('{"score": NaN}', None),
+        ('{"score": 1e999}', None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_score_paper(reply, score):
+    parsed = judge_prompt.parse_score_paper(reply)
+    assert parsed == score and type(parsed) is type(score)
+
+
+@given(st.text(max_size=300))
+def test_parse_score_paper_never_raises_and_stays_finite(text):
+    score = judge_prompt.parse_score_paper(text)
+    assert score is None or (isinstance(score, (int, float)) and abs(float(score)) < float("inf"))
+
+
+def test_paper_rubric_rates_the_reasoning_given_the_code():
+    paper = judge_prompt.RUBRICS["paper"]
+    system, user = judge_prompt.messages(**ARGS, rubric_name="paper")
+    assert (system["content"], user["content"].startswith("Rate the reasoning")) == (paper.system, True)
+    for part in ARGS.values():
+        assert part in user["content"]
+    wording = paper.system + paper.user
+    assert "5 = excellent" in wording and "1 = very poor" in wording and '{{"score": n}}' in paper.user
+    assert "clinically" in wording and "link" in wording
+    # The extended rubric's criteria about the code itself are not the published judge's.
+    assert "well chosen" not in wording and "specific" not in wording
+    assert paper.version != judge_prompt.VERSION == judge_prompt.RUBRICS["extended"].version == "judge-v1"
+    with pytest.raises(ValueError, match="unknown judge rubric"):
+        judge_prompt.messages(**ARGS, rubric_name="strict")
+
+
 def test_messages_hold_every_part_and_ask_for_json_only():
     system, user = judge_prompt.messages(**ARGS)
     assert system["role"] == "system" and user["role"] == "user"

@@ -2,7 +2,8 @@
 
 The tiny model's ratings are random text, so most replies are "unparsed"; what
 this checks is the path itself: a real OpenAI-compatible server, both APIs, the
-reward preset, the cache and `deepicd score`, with nothing falling back.
+greedy preset with its cache, the paper preset with the model's own chat
+template, and `deepicd score`, with nothing falling back.
 """
 
 from __future__ import annotations
@@ -53,10 +54,10 @@ def _overrides(url: str, model: str, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize("api", ["chat", "completions"])
-def test_paper_judge_against_transformers_serve(served, api, tmp_path):
+def test_judge_greedy_against_transformers_serve(served, api, tmp_path):
     url, model = served
     config = load_reward_config(
-        "paper-judge", _overrides(url, model, f"judge.api={api}", f"judge.cache_dir={tmp_path}")
+        "judge-greedy", _overrides(url, model, f"judge.api={api}", f"judge.cache_dir={tmp_path}")
     )
     scorer = RewardScorer(config)
     results = scorer.score_batch(ROWS)
@@ -74,6 +75,19 @@ def test_paper_judge_against_transformers_serve(served, api, tmp_path):
     again = RewardScorer(config).score_batch(ROWS)
     for first, second in zip(results[:2], again[:2]):
         assert second.judge_status == ("cached" if first.judge_status == "ok" else "unparsed")
+
+
+def test_paper_judge_renders_with_the_served_models_chat_template(served):
+    """The published path: /completions, the judge model's own chat template applied here, sampled ratings."""
+    url, model = served
+    config = load_reward_config("paper-judge", _overrides(url, model, "judge.max_tokens=16"))
+    assert (config.judge.api, config.judge.tokenizer, config.judge.temperature) == ("completions", "same-as-model", 0.6)
+    scorer = RewardScorer(config)
+    results = scorer.score_batch([ROWS[0], ROWS[0], ROWS[2]])
+    assert [r.judge_status for r in results][2] == "skipped"
+    assert {r.judge_status for r in results[:2]} <= {"ok", "unparsed"}
+    stats = scorer.judge.last_batch_stats
+    assert (stats["requests"], stats["fallback"], stats["cached"]) == (2.0, 0.0, 0.0)  # no sharing when sampling
 
 
 def test_deepicd_score_adds_the_judge_columns(served, tmp_path):

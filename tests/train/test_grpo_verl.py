@@ -231,7 +231,7 @@ def test_preflight_reports_a_judge_that_does_not_answer(tmp_path, data_dir, tiny
 
     port = free_port()  # a loopback port nobody listens on
     run = _paper_run(tmp_path, data_dir, tiny_model, [
-        f"reward.overrides=[judge.url=http://127.0.0.1:{port}/v1,judge.model=j,judge.timeout_s=0.5,judge.retries=0]"])
+        f"reward.overrides=[judge.url=http://127.0.0.1:{port}/v1,judge.model={tiny_model},judge.timeout_s=0.5,judge.retries=0]"])
     started = time.monotonic()
     checks = {c.name: c for c in grpo_verl.preflight(run, grpo_verl.command(run))}
     assert time.monotonic() - started < 60

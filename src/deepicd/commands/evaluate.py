@@ -16,8 +16,9 @@ def main(
     predictions: Optional[Path] = typer.Option(None, "--predictions", "-p", help="JSONL of existing outputs instead of a model: 'gold' (code or list), 'completion' (text after the <think> prefill) or 'completions' (k samples), optional 'id'."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Preprocess output folder ({train,val,test}.parquet, labels.csv). Required with --model; with --predictions it supplies labels.csv and train frequencies."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of --data to evaluate in --model mode (default: test); sets split=."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Label space CSV with a 'code' column (default: labels.csv of --data, else the gold codes present)."),
-    config: str = typer.Option("default", "--config", "-c", help="Evaluation preset name (configs/evaluate/NAME.yaml) or a YAML file."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Label space: a CSV with a 'code' column, 'train' (labels.csv of --data; the default) or 'all-splits' (first codes of train, val and test of --data, as the paper counts its classes). Sets labels=."),
+    config: str = typer.Option("default", "--config", "-c", help="Evaluation preset name (configs/evaluate/NAME.yaml: default, paper, paper-llama3.1, code-only) or a YAML file."),
+    code_only: bool = typer.Option(False, "--code-only", help="Ask for the code alone, with no reasoning and no <think> prefill, and read answers that way (Table 4's outcome-only models). Sets prompt=code-only prefill=''."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Method of the evaluated model for `deepicd report`: baseline, grpo, sft or sft-grpo (default: the model manifest's stage)."),
     samples: Optional[int] = typer.Option(None, "--samples", "-k", min=1, help="Answers sampled per note in --model mode (self-consistency); needs sampling.temperature > 0. Sets sampling.n=."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Generation backend for --model: transformers, openai or vllm; sets generator.backend=."),
@@ -40,7 +41,9 @@ def main(
             if value is not None:
                 setattr(settings, key, value)
         if labels is not None:
-            settings.labels = str(labels)
+            settings.labels = labels
+        if code_only:
+            settings.prompt, settings.prefill = "code-only", ""
         if samples is not None:
             settings.sampling.n = samples
         if backend is not None:
@@ -62,3 +65,14 @@ def main(
             f"{s['macro_f1'] * 100:9.1f} {s['micro_f1'] * 100:9.1f}"
         )
     typer.echo(f"format rate {metrics['format_rate'] * 100:.1f}%")
+    if metrics.get("leading_code_rate"):
+        typer.echo(
+            f"{metrics['leading_code_rate'] * 100:.1f}% of answers were a code followed by other text, "
+            f"read as leading_code={settings.leading_code}"
+        )
+    dropped = metrics.get("prompt_filter", {})
+    if dropped.get("max_prompt_tokens"):
+        typer.echo(
+            f"{dropped['dropped']} of {dropped['notes']} notes dropped: prompt longer than "
+            f"{dropped['max_prompt_tokens']} tokens (max_prompt_tokens)"
+        )

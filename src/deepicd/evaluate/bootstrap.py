@@ -130,13 +130,16 @@ def _class_matrix(encoded: Mapping[str, Encoded], first: np.ndarray, dtype=np.fl
     return matrix, offsets
 
 
-def _scores(sums: np.ndarray, offset: int, size: int, totals: np.ndarray) -> np.ndarray:
-    """(replicates x 4) scores in SCORES order from one level's block of the class sums."""
+def _scores(sums: np.ndarray, offset: int, size: int, totals: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    """(replicates x 4) scores in SCORES order from one level's block of the class sums.
+
+    `scored` marks the classes that may enter the macro average (NIL is none at chapter level).
+    """
     support = sums[:, offset : offset + size].astype(np.float64)
     predicted = sums[:, offset + size : offset + 2 * size].astype(np.float64)
     tp = sums[:, offset + 2 * size : offset + 3 * size].astype(np.float64)
     precision, recall, f1 = prf(tp, support, predicted)
-    present = (support + predicted) > 0
+    present = ((support + predicted) > 0) & scored[None, :]
     classes = present.sum(axis=1)
     out = np.empty((sums.shape[0], len(SCORES)), dtype=np.float64)
     for column, per_class in enumerate((precision, recall, f1)):
@@ -150,7 +153,7 @@ def replicate_scores(encoded: Mapping[str, Encoded], first: np.ndarray, weights:
     matrix, offsets = _class_matrix(encoded, first, weights.dtype)
     sums = np.asarray(matrix.T @ weights).T
     totals = weights.sum(axis=0, dtype=np.float64)
-    return {level: _scores(sums, offsets[level], enc.size, totals) for level, enc in encoded.items()}
+    return {level: _scores(sums, offsets[level], enc.size, totals, enc.scored_mask()) for level, enc in encoded.items()}
 
 
 def intervals(
@@ -185,7 +188,7 @@ def intervals(
         sums = np.asarray(transposed @ weights).T
         totals = weights.sum(axis=0, dtype=np.float64)
         for level, enc in encoded.items():
-            collected[level].append(_scores(sums, offsets[level], enc.size, totals))
+            collected[level].append(_scores(sums, offsets[level], enc.size, totals, enc.scored_mask()))
     low_q = (1.0 - confidence) / 2.0
     result: dict[str, dict[str, list[float]]] = {}
     for level, parts in collected.items():

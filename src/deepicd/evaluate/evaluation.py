@@ -2,7 +2,8 @@
 
 Completions are parsed exactly as the reward parses them (`parse_completion`:
 the prefill put back, the first pair's diagnosis, whitespace and dots removed,
-case kept), then projected onto the label space of each level, then scored.
+case kept) or, for the code-only prompt, by `prompts.code_only.parse`; then
+projected onto the label space of each level, then scored.
 Keeping this step free of files makes it the one thing the tests, the
 benchmark and both CLI modes share.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -112,14 +113,27 @@ def _grades(pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     return grades
 
 
-def parse_all(completions: Sequence[Sequence[str]], prefill: str, *, progress: bool = False) -> list[list[str | None]]:
-    """The parsed code of every completion, as the reward reads it (None when there is no pair)."""
+def parse_all(
+    completions: Sequence[Sequence[str]],
+    prefill: str,
+    *,
+    progress: bool = False,
+    reader: Callable[[str], str | None] | None = None,
+) -> list[list[str | None]]:
+    """The parsed code of every completion (None when there is none): as the reward reads it, or with `reader`."""
     rows = completions
     if progress:
         from tqdm import tqdm
 
         rows = tqdm(completions, desc="parsing", unit=" notes", leave=False, mininterval=1.0)
+    if reader is not None:
+        return [[reader(text) for text in texts] for texts in rows]
     return [[parse_completion(text, prefill).prediction for text in texts] for texts in rows]
+
+
+# Labels that are no class of a level's macro average. The published chapter vocabulary is the chapters
+# themselves: an answer without a chapter is a miss of the gold chapter, not a 22nd class with F1 0.
+UNSCORED = {"chapter": (NIL,), "category": (), "full_code": ()}
 
 
 def _encode(gold: Projected, pred: Projected, level: str, rows: np.ndarray) -> metrics.Encoded:
@@ -127,7 +141,8 @@ def _encode(gold: Projected, pred: Projected, level: str, rows: np.ndarray) -> m
     vocabulary = pd.Index(pd.unique(pd.Series(gold.names[level] + pred.names[level], dtype=object)))
     gold_ids = vocabulary.get_indexer(gold.names[level]).astype(np.int64)[gold.codes]
     pred_ids = vocabulary.get_indexer(pred.names[level]).astype(np.int64)[pred.codes[rows]]
-    return metrics.Encoded(vocabulary.to_numpy(dtype=object), gold_ids, pred_ids)
+    classes = vocabulary.to_numpy(dtype=object)
+    return metrics.Encoded(classes, gold_ids, pred_ids, metrics.unscored_mask(classes, UNSCORED[level]))
 
 
 def _sample_ids(pred: Projected, level: str, n: int, k: int) -> np.ndarray:
@@ -184,11 +199,17 @@ def evaluate(
     train_codes: np.ndarray | None = None,
     parsed: list[list[str | None]] | None = None,
     progress: bool = False,
+    prompt_filter: dict | None = None,
 ) -> Evaluation:
-    """Parse, project and score. `label_space` None: the gold codes present form the label space."""
+    """Parse, project and score. `label_space` None: the gold codes present form the label space.
+
+    `prompt_filter` (what `prompt_filter` dropped before these rows) is recorded in the metrics.
+    """
+    from deepicd.evaluate import prompting
+
     n, k = len(predictions), predictions.k
     if parsed is None:
-        parsed = parse_all(predictions.completions, config.prefill, progress=progress)
+        parsed = parse_all(predictions.completions, config.prefill, progress=progress, reader=prompting.reader(config))
     paper_pattern = config.code_pattern == "paper"
     gold = factorize_gold(predictions.gold)
     gold_codes = gold.names["full_code"][:-1]
@@ -197,12 +218,14 @@ def evaluate(
     label_space, gold_outside = label_space.extended(gold_codes)
 
     flat = [code for codes in parsed for code in codes]
-    pred = factorize_predictions(flat, label_space, paper_pattern=paper_pattern, nil_scope=config.nil_scope)
+    pred = factorize_predictions(
+        flat, label_space, paper_pattern=paper_pattern, nil_scope=config.nil_scope, leading=config.leading_code
+    )
     raw = None
     if k > 1:
         # Agreement between samples is about the model, not the label space: two different codes
         # outside it disagree even though both score as NIL.
-        raw_projected = factorize_predictions(flat, None, paper_pattern=paper_pattern)
+        raw_projected = factorize_predictions(flat, None, paper_pattern=paper_pattern, leading=config.leading_code)
         raw = {level: _sample_ids(raw_projected, level, n, k) for level in LEVELS}
     if raw is not None and config.selection == "majority":
         selected, _ = metrics.vote(raw["full_code"])
@@ -216,6 +239,10 @@ def evaluate(
     for level in LEVELS:
         out[level] = results[level].scores()
     out["format_rate"] = float(valid.mean())
+    # Answers that are no code but start with one ("I21.4 - NSTEMI"), read through that code (leading_code).
+    leading = pred.leading[pred.codes[rows]] if pred.leading is not None else np.zeros(n, dtype=bool)
+    out["leading_code_rate"] = float(leading.mean()) if n else 0.0
+    out["prompt_filter"] = prompt_filter or {"max_prompt_tokens": 0, "notes": int(n), "dropped": 0, "kept": int(n)}
     out["nil_rate"] = {}
     for level in LEVELS:
         enc = results[level].encoded
@@ -244,7 +271,9 @@ def evaluate(
     }
     order = chapter_order()
     out["per_chapter"] = metrics.per_chapter(results["chapter"], chapter_titles(), order)
-    out["terciles"] = {level: metrics.terciles(results[level], frequency[level], source) for level in ("category", "full_code")}
+    out["terciles"] = {level: metrics.terciles(results[level], frequency[level], source) for level in LEVELS}
+    # Figure 4 of the paper: classes grouped into thirds of the evaluated notes, most frequent first.
+    out["terciles_by_mass"] = {level: metrics.mass_terciles(results[level], None, "gold") for level in LEVELS}
     out["graded"] = metrics.graded(
         {level: results[level].encoded.gold for level in LEVELS}, {level: results[level].encoded.pred for level in LEVELS}
     )
@@ -256,7 +285,10 @@ def evaluate(
         "gold_outside": len(gold_outside),
         "gold_outside_examples": gold_outside[:20],
         "nil_scope": config.nil_scope,
+        "leading_code": config.leading_code,
         "code_pattern": config.code_pattern,
+        "chapter_nil_class": False,
     }
+    out["prompt"] = config.prompt
     out["chapter_confusion"] = _confusion(results["chapter"], order)
     return Evaluation(out, predictions, parsed, selected, results, valid)

@@ -23,21 +23,56 @@ from deepicd.rewards.completion import normalize_gold
 
 GENERATIONS = "generations.jsonl"
 SETTINGS = "generations.settings.json"
+# Above this many new tokens per note, generating on a CPU gets a note on what it will cost.
+CPU_NOTE_TOKENS = 256
 
 
 def _settings(config: EvaluateConfig) -> dict:
     from dataclasses import asdict
 
-    from deepicd.prompts import task
+    from deepicd.evaluate import prompting
 
     return {
         "model": config.generator.model,
         "backend": config.generator.backend,
         "split": config.split,
         "prefill": config.prefill,
-        "prompt_version": task.VERSION,
+        "prompt_version": prompting.version(config),
         "sampling": asdict(config.sampling),
     }
+
+
+def on_cpu(config: EvaluateConfig) -> bool:
+    """Whether --model generation runs on this machine's CPU (the transformers backend without a GPU)."""
+    if config.generator.backend != "transformers":
+        return False  # vllm needs GPUs; an openai server runs wherever it was started
+    device = config.generator.device
+    if device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return device == "cpu"
+
+
+def cpu_cost_note(config: EvaluateConfig, notes: int) -> str | None:
+    """A warning of what a long generation budget costs on a CPU, or None when there is nothing to say.
+
+    The default budget (1,024 new tokens, the paper's) is meant for GPUs; on a CPU
+    a model that does not stop early (every untrained or tiny model) spends all of
+    it on every note. The user is told the worst case and how to bound it.
+    """
+    budget = config.sampling.max_new_tokens
+    if budget <= CPU_NOTE_TOKENS or not on_cpu(config):
+        return None
+    draws = 1 if config.sampling.temperature == 0 else config.sampling.n
+    total = notes * draws * budget
+    return (
+        f"note: generating on the CPU with sampling.max_new_tokens={budget}: up to {budget:,} new tokens for each of "
+        f"{notes:,} notes" + (f" x {draws} samples" if draws > 1 else "") + f", {total:,} tokens in the worst case "
+        "(a model that does not stop early uses all of them; the progress bar shows the measured rate). "
+        "The paper's 1,024 tokens are meant for GPU backends; for a quick CPU look set e.g. "
+        "sampling.max_new_tokens=64 (the CPU demo uses 40)."
+    )
 
 
 def read_done(path: Path) -> dict[str, list[str]]:
@@ -74,9 +109,9 @@ def _restart(out: Path, config: EvaluateConfig, force: bool) -> bool:
 
 def generate(notes: pd.DataFrame, config: EvaluateConfig, out: Path, *, force: bool = False) -> dict[str, list[str]]:
     """Completions (k per note) for every note, keyed by hadm_id as a string, generating only what is missing."""
+    from deepicd.evaluate import prompting
     from deepicd.generate import build_generator
     from deepicd.generate.base import GenerationRequest
-    from deepicd.prompts import task
 
     keys = notes["hadm_id"].astype(str)
     if keys.duplicated().any():
@@ -90,8 +125,9 @@ def generate(notes: pd.DataFrame, config: EvaluateConfig, out: Path, *, force: b
     path = out / GENERATIONS
     restart = _restart(out, config, force)
     done = {} if restart else read_done(path)
+    messages = prompting.messages(config)
     requests = [
-        GenerationRequest(key=key, messages=task.messages(text), prefill=config.prefill)
+        GenerationRequest(key=key, messages=messages(text), prefill=config.prefill)
         for key, text in zip(keys, notes["text"])
         if key not in done
     ]

@@ -27,6 +27,8 @@ class Predictions:
     ids: list[str]
     gold: np.ndarray  # normalised gold codes, object array
     completions: list[list[str]]
+    # Prompt length in tokens per row when known (generations.jsonl records it), for `max_prompt_tokens`.
+    prompt_tokens: list[int | None] | None = None
 
     @property
     def k(self) -> int:
@@ -69,6 +71,7 @@ def read_predictions(path: Path, *, limit: int = 0, progress: bool = False) -> P
     ids: list[str] = []
     gold: list[str] = []
     completions: list[list[str]] = []
+    lengths: list[int | None] = []
     k = None
     bar = None
     if progress:
@@ -88,9 +91,13 @@ def read_predictions(path: Path, *, limit: int = 0, progress: bool = False) -> P
             identifier = row.get("id", number)
             if not isinstance(identifier, (str, int)) or isinstance(identifier, bool):
                 raise UserError(f"{where}: 'id' must be a string or an integer")
+            length = row.get("prompt_tokens")
+            if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
+                raise UserError(f"{where}: 'prompt_tokens' must be a whole number of tokens, got {json.dumps(length)[:40]}")
             gold.append(_gold_of(row["gold"], where))
             completions.append(texts)
             ids.append(str(identifier))
+            lengths.append(length or None)
             if limit and len(ids) >= limit:
                 break
     finally:
@@ -98,7 +105,7 @@ def read_predictions(path: Path, *, limit: int = 0, progress: bool = False) -> P
             bar.close()
     if not ids:
         raise UserError(f"predictions file {path} holds no rows")
-    return Predictions(ids, np.asarray(gold, dtype=object), completions)
+    return Predictions(ids, np.asarray(gold, dtype=object), completions, lengths)
 
 
 def split_path(data_dir: Path, split: str) -> Path:
@@ -146,8 +153,30 @@ def read_train_codes(data_dir: Path | None) -> tuple[np.ndarray | None, Path | N
     return (codes if len(codes) else None), path
 
 
+def read_split_codes(data_dir: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> tuple[np.ndarray, list[Path]]:
+    """The normalised first codes of every split in `splits` (all must exist), and the files read."""
+    import pyarrow.parquet as pq
+
+    if not data_dir.is_dir():
+        raise UserError(f"data folder not found: {data_dir}")
+    codes: list[str] = []
+    paths = []
+    for split in splits:
+        path = split_path(data_dir, split)
+        if not path.is_file():
+            raise UserError(f"labels=all-splits needs {path} (the label space is the first codes of {', '.join(splits)})")
+        if "first_code" not in pq.read_schema(path).names:
+            raise UserError(f"{path} lacks column 'first_code'")
+        column = pd.read_parquet(path, columns=["first_code"])["first_code"].dropna()
+        codes += [code for code in (icd.normalize(c) for c in column) if code]
+        paths.append(path)
+    return np.asarray(codes, dtype=object), paths
+
+
 def find_labels(labels: str | Path | None, data_dir: Path | None) -> Path | None:
     """The label space file: the one given, else `labels.csv` in the data folder, else None."""
+    if labels == "train":
+        labels = ""
     if labels:
         path = Path(labels)
         if not path.is_file():

@@ -12,8 +12,17 @@ things wrong here, each of which silently inflated chapter scores; we fix them:
   chapter;
 * NIL itself was sent through that comparison and became chapter XIV.
 
-Here anything unparseable or malformed is NIL at every level, and NIL stays NIL.
-Chapters come from `deepicd.icd`, which reads the release's chapter ranges.
+Here anything unparseable or malformed has no label at any level, and NIL stays
+NIL. Chapters come from `deepicd.icd`, which reads the release's chapter ranges.
+At chapter level NIL is a label but no class of the average (see `metrics`).
+
+A fourth quirk is reproduced on purpose, because the paper's numbers depend on
+it: the published code projected the raw answer string, so "I21.4 - NSTEMI"
+earned category I21 and chapter IX (its full code, the whole string, matched
+nothing). `leading_code` decides how an answer that starts with a well-formed
+code followed by other text is read: `levels` (default, as published: the
+leading code's category and chapter, no full code), `code` (the leading code
+at every level) or `off` (the whole answer must be a code).
 
 Work is done once per distinct string (pandas factorisation), never per row,
 so a million predictions cost as much as their few thousand distinct values.
@@ -21,6 +30,7 @@ so a million predictions cost as much as their few thousand distinct values.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +43,10 @@ from deepicd import icd
 
 LEVELS = ("chapter", "category", "full_code")
 NIL = "NIL"
+NIL_SCOPES = ("level", "all")
+LEADING_CODE_MODES = ("levels", "code", "off")
+# The first token of an answer: letters and digits up to the first other character ("I214 - NSTEMI" -> "I214").
+_LEADING_TOKEN = re.compile(r"[A-Za-z0-9]+")
 # A gold code whose chapter the release cannot tell (malformed gold). Kept apart from NIL so that a
 # NIL prediction is never counted as a hit.
 UNKNOWN_CHAPTER = "?"
@@ -125,6 +139,7 @@ class Projected:
     codes: np.ndarray  # int64 per row
     names: dict[str, list[str]]  # per level, one label per distinct input
     valid: np.ndarray  # bool per distinct input
+    leading: np.ndarray | None = None  # bool per distinct input: read through its leading code
 
     def strings(self, level: str) -> np.ndarray:
         return np.asarray(self.names[level], dtype=object)[self.codes]
@@ -158,9 +173,22 @@ def gold_levels(gold: Sequence[str] | np.ndarray) -> dict[str, np.ndarray]:
     return {level: projected.strings(level) for level in LEVELS}
 
 
-def _project_one(code: str, space: LabelSpace | None, paper_pattern: bool, nil_scope: str) -> tuple[str, str, str]:
-    if not code or not icd.is_well_formed(code, paper_pattern=paper_pattern):
-        return NIL, NIL, NIL
+def leading_code(answer: str, paper_pattern: bool = False) -> str | None:
+    """The well-formed code an answer starts with when other text follows it ("I214 - NSTEMI" -> "I214").
+
+    None when the answer is a code itself, or does not start with one: the token
+    must end where the first character other than a letter or digit begins, so
+    "I214NSTEMI" has no leading code.
+    """
+    match = _LEADING_TOKEN.match(answer)
+    if match is None or match.end() == len(answer):
+        return None
+    token = match.group(0)
+    return token if icd.is_well_formed(token, paper_pattern=paper_pattern) else None
+
+
+def _project_code(code: str, space: LabelSpace | None, nil_scope: str) -> tuple[str, str, str]:
+    """Labels of a well-formed code at (chapter, category, full code)."""
     chapter = chapter_key(code) or NIL
     if space is None:  # no label space: every well-formed code stands for itself
         return chapter, code[:3], code
@@ -171,24 +199,45 @@ def _project_one(code: str, space: LabelSpace | None, paper_pattern: bool, nil_s
     return (chapter if chapter in space.chapter else NIL), category, full
 
 
+def _project_one(
+    answer: str, space: LabelSpace | None, paper_pattern: bool, nil_scope: str, leading: str
+) -> tuple[tuple[str, str, str], bool]:
+    """(chapter, category, full code) of one distinct answer, and whether its leading code was used."""
+    if answer and icd.is_well_formed(answer, paper_pattern=paper_pattern):
+        return _project_code(answer, space, nil_scope), False
+    token = leading_code(answer, paper_pattern) if answer and leading != "off" else None
+    if token is None:
+        return (NIL, NIL, NIL), False
+    chapter, category, full = _project_code(token, space, nil_scope)
+    if leading == "levels":  # as published: the whole string is compared at full-code level and never matches
+        if nil_scope == "all" and space is not None:
+            return (NIL, NIL, NIL), True
+        full = NIL
+    return (chapter, category, full), True
+
+
 def factorize_predictions(
     predictions: Sequence[str | None],
     space: LabelSpace | None,
     *,
     paper_pattern: bool = False,
     nil_scope: str = "level",
+    leading: str = "levels",
 ) -> Projected:
     """Parsed codes (None: no pair) at every level, NIL where unparseable or outside the label space.
 
-    Valid means a well-formed code; validity does not depend on the label space.
+    Valid means a well-formed code; validity does not depend on the label space,
+    and an answer read through its leading code (`leading`) is not valid.
     With `space` None, every well-formed code is its own class (used to compare
     a note's samples with each other, where the label space is beside the point).
     """
     codes, uniques = _factorize(predictions)
-    rows = [_project_one(u, space, paper_pattern, nil_scope) for u in uniques] + [(NIL, NIL, NIL)]
+    projected = [_project_one(u, space, paper_pattern, nil_scope, leading) for u in uniques]
+    rows = [row for row, _ in projected] + [(NIL, NIL, NIL)]
     names = {level: [row[position] for row in rows] for position, level in enumerate(LEVELS)}
     valid = np.asarray([bool(u) and icd.is_well_formed(u, paper_pattern=paper_pattern) for u in uniques] + [False])
-    return Projected(codes, names, valid)
+    used = np.asarray([used for _, used in projected] + [False])
+    return Projected(codes, names, valid, used)
 
 
 def project_predictions(
@@ -197,7 +246,8 @@ def project_predictions(
     *,
     paper_pattern: bool = False,
     nil_scope: str = "level",
+    leading: str = "levels",
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """`factorize_predictions` as string arrays per level, plus the validity of each row."""
-    projected = factorize_predictions(predictions, space, paper_pattern=paper_pattern, nil_scope=nil_scope)
+    projected = factorize_predictions(predictions, space, paper_pattern=paper_pattern, nil_scope=nil_scope, leading=leading)
     return {level: projected.strings(level) for level in LEVELS}, projected.valid_rows()

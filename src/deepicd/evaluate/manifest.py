@@ -29,12 +29,20 @@ def describe_input(path: Path | str | None) -> dict | None:
     return {"path": str(path), "kind": "name"}
 
 
-def _recorded_stage(path: Path) -> str:
+TARGETS = ("reasoning+outcome", "outcome-only")
+
+
+def _read(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return ""
-    return str(data.get("method") or data.get("stage") or "") if isinstance(data, dict) else ""
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _recorded_stage(path: Path) -> str:
+    data = _read(path)
+    return str(data.get("method") or data.get("stage") or "")
 
 
 def model_stage(model: str | Path | None) -> str:
@@ -57,6 +65,33 @@ def model_stage(model: str | Path | None) -> str:
         stage = _recorded_stage(beside)
         return stage if group_of(stage) != "Other" else ""
     return ""
+
+
+def model_target(model: str | Path | None) -> str:
+    """What the model was fine-tuned to write, from the manifest in or beside its folder, or "".
+
+    `deepicd sft` copies the `prompts` record of its data folder into its manifest:
+    `deepicd sft-data` (outcome-only SFT) writes `target: outcome-only` there, and
+    `deepicd distill` names its oracle prompt (reasoning traces: reasoning+outcome).
+    """
+    if not model or not Path(model).is_dir():
+        return ""
+    folder = Path(model)
+    for path in (folder / "manifest.json", folder.parent / "manifest.json"):
+        if path.is_file():
+            prompts = _read(path).get("prompts")
+            if isinstance(prompts, dict):
+                if prompts.get("target") in TARGETS:
+                    return str(prompts["target"])
+                if "oracle" in prompts:
+                    return "reasoning+outcome"
+            return ""
+    return ""
+
+
+def target_of(config, model: str | Path | None) -> str:
+    """Table 4's row kind of an evaluation: the model's training target, else what the prompt asks for."""
+    return model_target(model) or ("outcome-only" if config.prompt == "code-only" else "reasoning+outcome")
 
 
 def build(config: dict, inputs: dict[str, Path | str | None], *, model: str | None, stage: str, extra: dict | None = None) -> dict:

@@ -12,6 +12,9 @@ Definitions (the published ones, see REFERENCE §6):
   predictions (torchmetrics drops classes with tp + fp + fn = 0); precision,
   recall or F1 with a zero denominator is 0; a predicted NIL is a class whose
   F1 is therefore 0;
+* at chapter level NIL is not a class (the published chapter vocabulary is the
+  chapters themselves): an answer without a chapter is a false negative of the
+  gold chapter and a false positive of nothing; `Encoded.scored` marks it;
 * micro F1 over single-label predictions equals accuracy;
 * the majority baseline predicts the most frequent train label of each level.
 """
@@ -51,24 +54,43 @@ def prf(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> tuple[np.
 
 @dataclass
 class Encoded:
-    """Gold and predictions of one level as indices into `classes`."""
+    """Gold and predictions of one level as indices into `classes`.
+
+    `scored` (one bool per class, None: all) says which classes take part in the
+    macro average. An unscored label still counts where it matters for the
+    others: predicted for a note, it is a miss of that note's gold class.
+    """
 
     classes: np.ndarray  # object array of class names; every class occurs in gold or prediction
     gold: np.ndarray  # int64 indices, one per note
     pred: np.ndarray
+    scored: np.ndarray | None = None
 
     @property
     def size(self) -> int:
         return len(self.classes)
 
+    def scored_mask(self) -> np.ndarray:
+        """One bool per class: True where the class may enter the macro average."""
+        return np.ones(self.size, dtype=bool) if self.scored is None else self.scored
 
-def encode(gold: np.ndarray, pred: np.ndarray) -> Encoded:
+
+def unscored_mask(classes: np.ndarray, unscored: tuple[str, ...] | frozenset[str]) -> np.ndarray | None:
+    """`Encoded.scored` for `classes` with the labels in `unscored` left out; None when none is."""
+    if not unscored:
+        return None
+    mask = ~np.isin(classes.astype(str), list(unscored))
+    return None if mask.all() else mask
+
+
+def encode(gold: np.ndarray, pred: np.ndarray, unscored: tuple[str, ...] = ()) -> Encoded:
     """Factorise gold and predicted labels together, so one index means one class in both."""
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
     codes, classes = pd.factorize(np.concatenate([np.asarray(gold, dtype=object), np.asarray(pred, dtype=object)]))
     n = len(gold)
-    return Encoded(np.asarray(classes, dtype=object), codes[:n].astype(np.int64), codes[n:].astype(np.int64))
+    classes = np.asarray(classes, dtype=object)
+    return Encoded(classes, codes[:n].astype(np.int64), codes[n:].astype(np.int64), unscored_mask(classes, unscored))
 
 
 def counts(encoded: Encoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,9 +142,11 @@ def score_encoded(encoded: Encoded) -> LevelResult:
 
     `encoded.classes` may hold classes that occur in neither (a shared
     vocabulary); they are left out here, as torchmetrics leaves them out.
+    Unscored classes (`encoded.scored`) are left out too; their notes still count
+    as misses of the gold class and in micro F1.
     """
     tp, support, predicted = counts(encoded)
-    present = (support + predicted) > 0
+    present = ((support + predicted) > 0) & encoded.scored_mask()
     tp, support, predicted = tp[present], support[present], predicted[present]
     precision, recall, f1 = prf(tp, support, predicted)
     n = len(encoded.gold)
@@ -131,7 +155,7 @@ def score_encoded(encoded: Encoded) -> LevelResult:
         macro_precision=0.0 if empty else float(precision.mean()),
         macro_recall=0.0 if empty else float(recall.mean()),
         macro_f1=0.0 if empty else float(f1.mean()),
-        micro_f1=float(tp.sum() / n) if n else 0.0,
+        micro_f1=float(tp.sum() / n) if n else 0.0,  # tp of unscored classes is 0: they never occur in gold
         classes=encoded.classes[present],
         tp=tp,
         support=support,
@@ -143,9 +167,9 @@ def score_encoded(encoded: Encoded) -> LevelResult:
     )
 
 
-def score_level(gold: np.ndarray, pred: np.ndarray) -> LevelResult:
-    """`score_encoded` for label arrays (any hashable labels)."""
-    return score_encoded(encode(gold, pred))
+def score_level(gold: np.ndarray, pred: np.ndarray, unscored: tuple[str, ...] = ()) -> LevelResult:
+    """`score_encoded` for label arrays (any hashable labels); `unscored` labels are no class of the average."""
+    return score_encoded(encode(gold, pred, unscored))
 
 
 def majority_label(frequency: Mapping[str, int]) -> str:
@@ -160,12 +184,14 @@ def constant_prediction(encoded: Encoded, label: str) -> Encoded:
     """The same gold with `label` predicted for every note (added to the classes if new)."""
     positions = np.flatnonzero(encoded.classes == label)
     classes = encoded.classes
+    scored = encoded.scored
     if len(positions):
         index = int(positions[0])
     else:
         index = len(classes)
         classes = np.append(classes, np.asarray([label], dtype=object))
-    return Encoded(classes, encoded.gold, np.full(len(encoded.gold), index, dtype=np.int64))
+        scored = None if scored is None else np.append(scored, True)
+    return Encoded(classes, encoded.gold, np.full(len(encoded.gold), index, dtype=np.int64), scored)
 
 
 def majority_baselines(
@@ -206,17 +232,19 @@ def graded(gold: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray]) -> di
     }
 
 
-def terciles(result: LevelResult, frequency: Mapping[str, int], source: str) -> dict[str, object]:
-    """Macro F1 of the gold classes split by frequency into three equal-sized groups: head, medium, tail.
-
-    Classes are those with test support, ordered by `frequency` (train counts when a
-    train split is known, else test support), most frequent first; ties by name.
-    """
+def _gold_classes(result: LevelResult, frequency: Mapping[str, int] | None) -> pd.DataFrame:
+    """Per-class rows of the gold classes (NIL and unknown chapters left out) with their `frequency`,
+    most frequent first, ties by name; `frequency` None: the gold support itself."""
     table = result.per_class()
     table = table[(table["support"] > 0) & (table["class"] != UNKNOWN_CHAPTER) & (table["class"] != NIL)].copy()
-    table["frequency"] = [int(frequency.get(c, 0)) for c in table["class"]]
-    table = table.sort_values(["frequency", "class"], ascending=[False, True], kind="mergesort")
-    groups = np.array_split(np.arange(len(table)), 3)
+    if frequency is None:
+        table["frequency"] = table["support"].astype(int)
+    else:
+        table["frequency"] = [int(frequency.get(c, 0)) for c in table["class"]]
+    return table.sort_values(["frequency", "class"], ascending=[False, True], kind="mergesort")
+
+
+def _groups(table: pd.DataFrame, groups: list[np.ndarray], source: str) -> dict[str, object]:
     out: dict[str, object] = {"frequency_source": source}
     for name, rows in zip(TERCILES, groups):
         part = table.iloc[rows]
@@ -226,7 +254,50 @@ def terciles(result: LevelResult, frequency: Mapping[str, int], source: str) -> 
             "support": int(part["support"].sum()),
             "min_frequency": int(part["frequency"].min()) if len(part) else 0,
             "max_frequency": int(part["frequency"].max()) if len(part) else 0,
+            "members": [str(c) for c in part["class"]] if len(part) <= 30 else None,
         }
+    return out
+
+
+def terciles(result: LevelResult, frequency: Mapping[str, int], source: str) -> dict[str, object]:
+    """Macro F1 of the gold classes split by frequency into three equal-sized groups: head, medium, tail.
+
+    Classes are those with test support, ordered by `frequency` (train counts when a
+    train split is known, else test support), most frequent first; ties by name.
+    This is the split the published code logs (per-class scores cut into thirds).
+    """
+    table = _gold_classes(result, frequency)
+    return _groups(table, np.array_split(np.arange(len(table)), 3), source)
+
+
+def mass_groups(mass: np.ndarray) -> np.ndarray:
+    """Tercile (0 head, 1 medium, 2 tail) of each class, given their masses sorted largest first.
+
+    A class belongs to the third in which its share of the cumulative mass starts.
+    """
+    mass = np.asarray(mass, dtype=np.float64)
+    total = mass.sum()
+    before = np.concatenate([[0.0], np.cumsum(mass)[:-1]]) / total if total > 0 else np.zeros(len(mass))
+    return np.where(before < 1 / 3, 0, np.where(before < 2 / 3, 1, 2))
+
+
+def mass_terciles(result: LevelResult, frequency: Mapping[str, int] | None = None, source: str = "gold") -> dict[str, object]:
+    """Macro F1 of the gold classes split into three groups of equal *sample mass*, as the paper's Figure 4.
+
+    Classes are ordered by `frequency` (None: their gold support), most frequent
+    first; the head holds the most frequent classes until a third of the total
+    frequency is covered, the medium group the next ones until two thirds, the
+    tail the rest. With chapters, the two largest usually make the head alone.
+    A class goes to the group in which its cumulative mass *starts*, so no group
+    is empty while there are at least three classes of similar size.
+    """
+    table = _gold_classes(result, frequency)
+    mass = table["frequency"].to_numpy(dtype=np.float64)
+    total = mass.sum()
+    group = mass_groups(mass)
+    out = _groups(table, [np.flatnonzero(group == g) for g in range(3)], source)
+    for name, g in zip(TERCILES, range(3)):
+        out[name]["mass_share"] = float(mass[group == g].sum() / total) if total > 0 else 0.0
     return out
 
 

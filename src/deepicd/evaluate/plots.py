@@ -90,22 +90,27 @@ def chapter_confusion(metrics: dict, path: Path) -> Path:
 
 
 def terciles_f1(metrics: dict, path: Path) -> Path:
-    """Macro F1 of head, medium and tail classes (by train frequency), per level."""
+    """Macro F1 of head, medium and tail classes per level: equal-count terciles (by train frequency)
+    and, beside them when present, terciles by sample mass (the paper's Figure 4 grouping)."""
     plt = _pyplot()
-    levels = list(metrics["terciles"])
+    panels = [("terciles", "equal-count terciles ({source} counts)")]
+    if metrics.get("terciles_by_mass"):
+        panels.append(("terciles_by_mass", "terciles by sample mass (evaluated notes)"))
     groups = ("head", "medium", "tail")
     x = np.arange(len(groups))
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
     try:
-        width = 0.8 / max(len(levels), 1)
-        for i, level in enumerate(levels):
-            values = [metrics["terciles"][level][g]["macro_f1"] * 100 for g in groups]
-            ax.bar(x + (i - (len(levels) - 1) / 2) * width, values, width=width, label=level.replace("_", " "))
-        ax.set_xticks(x, groups)
-        ax.set_ylabel("macro F1 (%)")
-        source = next(iter(metrics["terciles"].values()))["frequency_source"] if levels else "train"
-        ax.set_title(f"Macro F1 by class frequency ({source} counts)")
-        ax.legend(fontsize=8)
+        for ax, (key, title) in zip(axes[0], panels):
+            levels = list(metrics[key])
+            width = 0.8 / max(len(levels), 1)
+            for i, level in enumerate(levels):
+                values = [metrics[key][level][g]["macro_f1"] * 100 for g in groups]
+                ax.bar(x + (i - (len(levels) - 1) / 2) * width, values, width=width, label=level.replace("_", " "))
+            ax.set_xticks(x, groups)
+            ax.set_ylabel("macro F1 (%)")
+            source = next(iter(metrics[key].values()))["frequency_source"] if levels else "train"
+            ax.set_title("Macro F1 by class frequency: " + title.format(source=source), fontsize=9)
+            ax.legend(fontsize=8)
         _save(fig, path)
     finally:
         plt.close(fig)

@@ -44,11 +44,26 @@ def render(metrics: dict, *, title: str = "Evaluation", source: str = "", figure
         lines += [source, ""]
     lines += [
         f"- Notes scored: {metrics['n']}" + (f", {metrics['k']} samples each (scored: {metrics['selection']})" if metrics["k"] > 1 else ""),
-        f"- Well-formed answers (a pair with a valid code): {pct(metrics['format_rate'])}%",
+    ]
+    dropped = metrics.get("prompt_filter") or {}
+    if dropped.get("max_prompt_tokens"):
+        lines.append(
+            f"- Prompt filter: {dropped['dropped']} of {dropped['notes']} notes dropped before scoring, their prompt "
+            f"being longer than {dropped['max_prompt_tokens']} tokens"
+        )
+    answer = "a code in a `<diagnosis>` block, else a code in the text" if metrics.get("prompt") == "code-only" else "a pair with a valid code"
+    lines += [
+        f"- Well-formed answers ({answer}): {pct(metrics['format_rate'])}%",
         f"- Label space: {space['source']} ({space['size']['full_code']} codes, {space['size']['category']} categories, "
         f"{space['size']['chapter']} chapters); predictions outside it are NIL "
-        + ("at the level where they fall outside" if space["nil_scope"] == "level" else "at every level"),
+        + ("at the level where they fall outside" if space["nil_scope"] == "level" else "at every level")
+        + "; NIL is a class at category and full-code level only (at chapter level it is a miss of the gold chapter)",
     ]
+    if metrics.get("leading_code_rate"):
+        mode = space.get("leading_code", "levels")
+        reading = {"levels": "their category and chapter count, their full code is NIL (as published)",
+                   "code": "the leading code counts at every level"}.get(mode, "unparseable")
+        lines.append(f"- Answers that are a code followed by other text: {pct(metrics['leading_code_rate'])}% ({reading})")
     if space["gold_outside"]:
         examples = ", ".join(space["gold_outside_examples"])
         lines.append(f"- Gold codes missing from the label space, added to it: {space['gold_outside']} ({examples})")
@@ -63,6 +78,7 @@ def render(metrics: dict, *, title: str = "Evaluation", source: str = "", figure
             + [pct(metrics["nil_rate"][level]), pct(baselines[f"majority_{level}_macro_f1"])]
         )
     lines += _table(["Level", "Macro R", "Macro P", "Macro F1", "Micro F1", "NIL predicted", "Majority macro F1"], rows)
+    lines += ["", "NIL predicted at chapter level: answers with no chapter in the label space (counted as misses, not as a class)."]
     majority = baselines["majority_labels"]
     lines += [
         "",
@@ -75,7 +91,7 @@ def render(metrics: dict, *, title: str = "Evaluation", source: str = "", figure
     graded = metrics["graded"]
     lines += _table([g.replace("_", " ") for g in GRADES], [[pct(graded[g]) for g in GRADES]])
     lines += ["", "Exclusive: the exact code; else the same category; else the same chapter; else unrelated (NIL included).", ""]
-    lines += ["## Frequency terciles (macro F1 %)", ""]
+    lines += ["## Frequency terciles (macro F1 %)", "", "### Equal-count terciles", ""]
     rows = []
     for level, split in metrics["terciles"].items():
         rows.append(
@@ -84,7 +100,26 @@ def render(metrics: dict, *, title: str = "Evaluation", source: str = "", figure
         )
     lines += _table(["Level", "Head", "Medium", "Tail"], rows)
     source_name = next(iter(metrics["terciles"].values()))["frequency_source"] if metrics["terciles"] else "train"
-    lines += ["", f"Gold classes ordered by {source_name} frequency and split into three groups of equal size.", ""]
+    lines += ["", f"Equal-count terciles: gold classes ordered by {source_name} frequency and split into three groups of equal size.", ""]
+    by_mass = metrics.get("terciles_by_mass") or {}
+    if by_mass:
+        lines += ["### Terciles by sample mass (Figure 4)", ""]
+        rows = []
+        for level, split in by_mass.items():
+            cells = []
+            for t in TERCILES:
+                group = split[t]
+                members = f": {', '.join(group['members'])}" if level == "chapter" and group.get("members") else ""
+                cells.append(f"{pct(group['macro_f1'])} ({group['classes']} classes, {pct(group.get('mass_share', 0.0))}% of notes{members})")
+            rows.append([LEVEL_NAMES[level]] + cells)
+        lines += _table(["Level", "Head", "Medium", "Tail"], rows)
+        lines += [
+            "",
+            "Terciles by sample mass, as in the paper's Figure 4: gold classes ordered by their number of evaluated "
+            "notes, the head holding the most frequent ones until a third of the notes is covered, the medium group "
+            "the next third, the tail the rest.",
+            "",
+        ]
     if "self_consistency" in metrics:
         consistency = metrics["self_consistency"]
         lines += [f"## Self-consistency over {consistency['k']} samples (%)", ""]

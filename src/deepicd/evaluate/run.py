@@ -16,6 +16,7 @@ file and an existing manifest always describes complete outputs.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,8 +28,17 @@ from deepicd.evaluate import manifest as manifests
 from deepicd.evaluate import plots, report
 from deepicd.evaluate.config import EvaluateConfig
 from deepicd.evaluate.evaluation import Evaluation, evaluate
-from deepicd.evaluate.inputs import Predictions, find_labels, read_predictions, read_split, read_train_codes, split_path
-from deepicd.evaluate.labels import read_labels
+from deepicd.evaluate.inputs import (
+    Predictions,
+    find_labels,
+    read_predictions,
+    read_split,
+    read_split_codes,
+    read_train_codes,
+    split_path,
+)
+from deepicd.evaluate.labels import LabelSpace, read_labels
+from deepicd.evaluate.prompt_filter import filter_predictions
 from deepicd.rewards.completion import normalize_gold
 
 OUTPUTS = ("predictions.jsonl", "metrics.json", "report.md", "manifest.json")
@@ -42,14 +52,38 @@ def check_out(out: Path, force: bool) -> None:
         raise UserError(f"{out} already holds an evaluation (metrics.json); pass --force to replace it")
 
 
-def _score(
-    predictions: Predictions, config: EvaluateConfig, data_dir: Path | None, progress: bool
-) -> tuple[Evaluation, dict[str, Path | None]]:
+def label_space(config: EvaluateConfig, data_dir: Path | None) -> tuple[LabelSpace | None, dict[str, Path | None]]:
+    """The label space `config.labels` names, and the files it was read from (for the manifest).
+
+    "" / "train": labels.csv of the data folder (the train codes), or None without one (the gold codes
+    then form the space); "all-splits": the first codes of train, val and test, which is how the paper
+    counts its 6,369 full-code classes (6,368 codes + NIL); anything else: a CSV path.
+    """
+    if config.labels == "all-splits":
+        if data_dir is None:
+            raise UserError("labels=all-splits needs --data DIR: the label space is the first codes of its train, val and test splits")
+        codes, paths = read_split_codes(data_dir)
+        space = LabelSpace(frozenset(codes.tolist()), f"first codes of train, val and test in {data_dir}")
+        return space, {f"labels_{path.stem}": path for path in paths}
     labels_path = find_labels(config.labels, data_dir)
-    space = read_labels(labels_path) if labels_path else None
+    return (read_labels(labels_path) if labels_path else None), {"labels": labels_path}
+
+
+def _score(
+    predictions: Predictions, config: EvaluateConfig, data_dir: Path | None, progress: bool, prompt_filter: dict | None = None
+) -> tuple[Evaluation, dict[str, Path | None]]:
+    space, label_files = label_space(config, data_dir)
     train_codes, train_path = read_train_codes(data_dir)
-    evaluation = evaluate(predictions, config, label_space=space, train_codes=train_codes, progress=progress)
-    return evaluation, {"labels": labels_path, "train": train_path}
+    evaluation = evaluate(
+        predictions, config, label_space=space, train_codes=train_codes, progress=progress, prompt_filter=prompt_filter
+    )
+    return evaluation, {**label_files, "train": train_path}
+
+
+def _announce(message: str | None) -> None:
+    """A line the user must see before a long run starts (stderr, so stdout stays the result)."""
+    if message:
+        print(message, file=sys.stderr, flush=True)
 
 
 def write_outputs(evaluation: Evaluation, out: Path, manifest: dict, *, title: str, source: str, draw: bool) -> list[Path]:
@@ -84,13 +118,15 @@ def evaluate_predictions(
     if data_dir is not None and not data_dir.is_dir():
         raise UserError(f"data folder not found: {data_dir}")
     predictions = read_predictions(predictions_file, limit=config.limit, progress=progress)
-    evaluation, inputs = _score(predictions, config, data_dir, progress)
+    predictions, dropped = filter_predictions(predictions, config, str(predictions_file))
+    _announce(dropped.message())
+    evaluation, inputs = _score(predictions, config, data_dir, progress, dropped.as_dict())
     manifest = manifests.build(
         asdict(config),
         {"predictions": predictions_file, "data": data_dir, **inputs},
         model=None,
         stage=config.stage,
-        extra={"mode": "predictions"},
+        extra={"mode": "predictions", "target": manifests.target_of(config, None)},
     )
     write_outputs(
         evaluation,
@@ -113,24 +149,33 @@ def evaluate_model(
     progress: bool = False,
 ) -> Evaluation:
     """Generate completions for a split of a preprocess folder with `model`, then score them into `out`."""
-    from deepicd.evaluate.generation import generate
-    from deepicd.prompts import task
+    from deepicd.evaluate import prompting
+    from deepicd.evaluate.generation import cpu_cost_note, generate
+    from deepicd.evaluate.prompt_filter import filter_notes
 
     check_out(out, force)
     notes = read_split(data_dir, config.split, limit=config.limit)
     config.generator.model = model
+    notes, dropped = filter_notes(notes, config)
+    _announce(dropped.message())
+    _announce(cpu_cost_note(config, len(notes)))
     completions = generate(notes, config, out, force=force)
     keys = notes["hadm_id"].astype(str).tolist()
     gold = np.asarray([normalize_gold(code) for code in notes["first_code"]], dtype=object)
     predictions = Predictions(keys, gold, [completions[key] for key in keys])
-    evaluation, inputs = _score(predictions, config, data_dir, progress)
+    evaluation, inputs = _score(predictions, config, data_dir, progress, dropped.as_dict())
     stage = config.stage or manifests.model_stage(model)
     manifest = manifests.build(
         asdict(config),
         {"split": split_path(data_dir, config.split), "data": data_dir, **inputs, "model": model},
         model=model,
         stage=stage,
-        extra={"mode": "model", "prompt_version": task.VERSION, "generations": "generations.jsonl"},
+        extra={
+            "mode": "model",
+            "prompt_version": prompting.version(config),
+            "generations": "generations.jsonl",
+            "target": manifests.target_of(config, model),
+        },
     )
     name = Path(model).name or model
     write_outputs(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepicd.commands import UserError
@@ -48,6 +48,7 @@ class Run:
     label: str
     folder: Path
     metrics: dict
+    manifest: dict = field(default_factory=dict)  # the evaluation's manifest.json ({} without one)
 
 
 def _metrics_file(path: Path) -> Path:
@@ -89,7 +90,7 @@ def load_run(path: Path) -> Run:
     name = str(manifest.get("run_name") or "")
     if not name:
         name = folder.parent.name if folder.name in _GENERIC_DIRS and folder.parent.name else folder.name
-    return Run(name, group_of(label), label, folder, metrics)
+    return Run(name, group_of(label), label, folder, metrics, manifest)
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
@@ -105,21 +106,25 @@ def load_runs(paths: list[Path]) -> list[Run]:
     return runs
 
 
+def row_of(run: Run, group: str | None = None) -> dict[str, object]:
+    """One table row: the run's name, its group (or `group`), scores in percent with one decimal, n."""
+    row: dict[str, object] = {"group": group or run.group, "run": run.name}
+    for level in LEVELS:
+        for key, short in COLUMNS:
+            row[f"{level}_{short}"] = round(float(run.metrics[level][key]) * 100, 1)
+    row["n"] = run.metrics.get("n", "")
+    return row
+
+
 def rows(runs: list[Run]) -> list[dict[str, object]]:
     """One row per run, grouped in Table 3 order (input order within a group); scores in percent, one decimal."""
-    ordered = sorted(runs, key=lambda r: GROUPS.index(r.group))
-    out = []
-    for run in ordered:
-        row: dict[str, object] = {"group": run.group, "run": run.name}
-        for level in LEVELS:
-            for key, short in COLUMNS:
-                row[f"{level}_{short}"] = round(float(run.metrics[level][key]) * 100, 1)
-        row["n"] = run.metrics.get("n", "")
-        out.append(row)
-    return out
+    return [row_of(run) for run in sorted(runs, key=lambda r: GROUPS.index(r.group))]
 
 
-def to_markdown(table: list[dict[str, object]]) -> str:
+TABLE3_NOTE = "Macro recall (R), precision (P) and F1 in percent, per level, as in Table 3 of the paper."
+
+
+def to_markdown(table: list[dict[str, object]], note: str = TABLE3_NOTE) -> str:
     header = ["Model"] + [f"{LEVEL_HEADERS[level]} {short}" for level in LEVELS for _, short in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "|".join("---:" for _ in header[1:]) + "|"]
     current = None
@@ -129,7 +134,6 @@ def to_markdown(table: list[dict[str, object]]) -> str:
             lines.append(f"| **{current}** |" + " |" * (len(header) - 1))
         values = [f"{row[f'{level}_{short}']:.1f}" for level in LEVELS for _, short in COLUMNS]
         lines.append("| " + " | ".join([str(row["run"])] + values) + " |")
-    note = "Macro recall (R), precision (P) and F1 in percent, per level, as in Table 3 of the paper."
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 

@@ -46,7 +46,11 @@ class EmptyConfig:
 
 @dataclass
 class JudgeConfig:
-    """LLM-as-judge term: `scale` x the judge's 1-5 rating of the reasoning."""
+    """LLM-as-judge term: `scale` x the judge's 1-5 rating of the reasoning.
+
+    The defaults are the deterministic judge of the `judge-greedy` preset; the
+    `paper-judge` preset sets every key that makes the published judge.
+    """
 
     weight: float = 1.0
     scale: float = 0.8
@@ -57,9 +61,20 @@ class JudgeConfig:
     url: str = "http://127.0.0.1:8000/v1"
     model: str = ""
     api: str = "chat"  # "chat" or "completions"
+    # With api=completions, whose chat template turns the messages into the prompt: "" (none: a plain-text
+    # prompt), "same-as-model" (the judge model's own tokenizer, as published), or a Hugging Face id or folder.
+    tokenizer: str = ""
     api_key_env: str = ""  # name of the environment variable holding the key; never the key itself
-    temperature: float = 0.0
+    temperature: float = 0.0  # above 0, identical requests are sent separately and nothing is cached
+    top_p: float = 1.0
     max_tokens: int = 64
+    # "extended" (reasoning and the code's fit) or "paper" (the published criteria: the reasoning given the code).
+    rubric: str = "extended"
+    # "lenient" (a 1-5 integer found anywhere) or "paper" (the first {...} as JSON, its score taken as it is).
+    score_parser: str = "lenient"
+    # Ask the judge only when the diagnosis text as written, dots included, passes the code pattern
+    # (the published gate: "I21.4" gets the judge malus although the outcome term strips the dot).
+    gate_on_raw_text: bool = False
     concurrency: int = 32
     timeout_s: float = 30.0
     retries: int = 3
@@ -93,7 +108,7 @@ class RewardConfig:
 
 
 def load_reward_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> RewardConfig:
-    """A reward preset by name (`paper`, `paper-judge`) or YAML path, validated."""
+    """A reward preset by name (`paper`, `paper-judge`, `judge-greedy`) or YAML path, validated."""
     from deepicd.config import ConfigError, load
 
     config = load(RewardConfig, "rewards", name_or_path, overrides)

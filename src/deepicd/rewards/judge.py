@@ -9,8 +9,16 @@ this client is built to always return one verdict per request, in bounded time:
   connection errors, timeouts, 5xx and 429 (waiting as long as `Retry-After`
   asks), and the whole batch cut off at `batch_deadline_s`;
 * whatever still has no score then gets `JudgeVerdict(None, "fallback")`, and a
-  reply without a score in 1..5 gets `JudgeVerdict(None, "unparsed")`;
-* ratings already paid for come from the on-disk cache (`judge_cache`).
+  reply the configured parser cannot read a score from gets
+  `JudgeVerdict(None, "unparsed")`;
+* ratings already paid for come from the on-disk cache (`judge_cache`), and
+  identical prompts in a batch cost one request -- with greedy decoding only:
+  a sampled rating (temperature > 0) is one draw, so every completion gets its
+  own request and nothing is cached, as in the published judge.
+
+The published judge talks to the completions endpoint and applies the judge
+model's chat template itself; `judge.tokenizer` says whose template renders the
+prompt for `api: completions` (none: a plain-text prompt).
 
 MIMIC-IV notes must stay on the user's machines: the URL is checked with
 `deepicd.endpoints.check_endpoint` when the judge is built, before any request.
@@ -53,6 +61,8 @@ from deepicd.rewards.scorer import JudgeRequest, JudgeVerdict
 log = logging.getLogger(__name__)
 
 APIS = ("chat", "completions")
+# `judge.tokenizer` value: render with the tokenizer of the judge model itself (its name as served).
+SAME_AS_MODEL = "same-as-model"
 COUNT_KEYS = ("rows", "ok", "cached", "unparsed", "fallback", "retried", "requests")
 _MAX_BACKOFF_S = 30.0
 
@@ -61,7 +71,7 @@ _MAX_BACKOFF_S = 30.0
 class _Answer:
     """What one prompt ended with, and how long its requests took."""
 
-    score: int | None
+    score: int | float | None
     status: str
     latency_s: float | None = None
 
@@ -132,6 +142,55 @@ def _code_text(code: str) -> str:
     return icd.tabular_text(code)
 
 
+def load_chat_template(source: str):
+    """The tokenizer whose chat template renders completions prompts; ConfigError naming judge.tokenizer.
+
+    Loaded once per process and source. A failure is remembered too: asking the
+    Hugging Face hub again costs half a minute of retries on a machine without
+    network, and every batch would pay it.
+    """
+    tokenizer, problem = _load_tokenizer(source)
+    if problem:
+        raise ConfigError(problem)
+    return tokenizer
+
+
+@lru_cache(maxsize=8)
+def _load_tokenizer(source: str) -> tuple[object, str]:
+    """(tokenizer, '') or (None, what went wrong)."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        return None, "judge.tokenizer needs the transformers package to apply a chat template"
+    location = os.path.expanduser(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location if os.path.exists(location) else source)
+    except Exception as exc:  # hub errors, missing files, unreadable configs: all mean the same to the user
+        return None, (
+            f"judge.tokenizer: cannot load the tokenizer {source!r} for the judge's chat template "
+            f"({type(exc).__name__}: {exc}); set judge.tokenizer to a local folder or Hugging Face id"
+        )
+    if not getattr(tokenizer, "chat_template", None):
+        return None, f"judge.tokenizer: the tokenizer {source!r} has no chat template"
+    return tokenizer, ""
+
+
+def render_chat(source: str, chat: list[dict[str, str]]) -> str:
+    """Messages through a tokenizer's chat template, ending with the assistant's turn, as text.
+
+    Some templates refuse a system message or other roles; that is a setting
+    to fix, so it becomes a ConfigError like a tokenizer that cannot be loaded.
+    """
+    tokenizer = load_chat_template(source)
+    try:
+        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+    except Exception as exc:  # jinja errors raised by the template itself
+        raise ConfigError(
+            f"judge.tokenizer: the chat template of {source!r} cannot render the judge's messages "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def validate(config: JudgeConfig) -> None:
     """Raise ConfigError naming the `judge.*` key whose value cannot work."""
     problems = []
@@ -149,10 +208,30 @@ def validate(config: JudgeConfig) -> None:
         problems.append(f"judge.batch_deadline_s must be positive, not {config.batch_deadline_s}")
     if config.max_tokens < 1:
         problems.append(f"judge.max_tokens must be at least 1, not {config.max_tokens}")
-    if config.guidelines_dir and not Path(config.guidelines_dir).expanduser().is_dir():
-        problems.append(f"judge.guidelines_dir: folder not found: {config.guidelines_dir}")
+    if config.temperature < 0:
+        problems.append(f"judge.temperature must be 0 or more, not {config.temperature}")
+    if not 0 < config.top_p <= 1:
+        problems.append(f"judge.top_p must be in (0, 1], not {config.top_p}")
+    if config.rubric not in judge_prompt.RUBRICS:
+        problems.append(f"judge.rubric must be one of {sorted(judge_prompt.RUBRICS)}, not {config.rubric!r}")
+    if config.score_parser not in judge_prompt.PARSERS:
+        known = sorted(judge_prompt.PARSERS)
+        problems.append(f"judge.score_parser must be one of {known}, not {config.score_parser!r}")
+    problems.extend(_guideline_problems(config.guidelines_dir))
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _guideline_problems(folder: str) -> list[str]:
+    """A guidelines folder that is missing or holds no chapter file is a typo, not a choice: refuse it."""
+    if not folder:
+        return []
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return [f"judge.guidelines_dir: folder not found: {folder}"]
+    if not guidelines.available_chapters(path):
+        return [f"judge.guidelines_dir: no chapter_<n>.json files in {folder}"]
+    return []
 
 
 class OpenAICompatibleJudge:
@@ -164,15 +243,31 @@ class OpenAICompatibleJudge:
         # Refuses external hosts before anything is sent (EndpointRefused).
         self.base_url = check_endpoint(config.url, config.allowed_hosts, config.allow_external_endpoint).rstrip("/")
         self.model = config.model
-        if cache is None and config.cache_dir:
+        # Greedy ratings are reproducible, so repeats may share one; sampled ones may not.
+        self.reuses_ratings = config.temperature <= 0
+        if self.reuses_ratings and cache is None and config.cache_dir:
             cache = JudgeCache(config.cache_dir)
+        if not self.reuses_ratings and (cache is not None or config.cache_dir):
+            log.warning("judge.cache_dir is not used while judge.temperature > 0: every sampled rating is asked anew")
+            cache = None
         self.cache = cache
+        self._parse = judge_prompt.PARSERS[config.score_parser]
+        self._rubric = judge_prompt.rubric(config.rubric)
+        self._preload_chat_template()
         api_key = api_key_from_env(config.api_key_env) if config.api_key_env else ""
         if config.api_key_env and not os.environ.get(config.api_key_env):
             log.warning("judge.api_key_env names %s, which is not set: sending no API key", config.api_key_env)
         self._headers = {"Authorization": f"Bearer {api_key}"} if config.api_key_env and api_key != "EMPTY" else {}
         self._guideline_dir = str(Path(config.guidelines_dir).expanduser()) if config.guidelines_dir else None
         self._guideline_by_chapter: dict[int, str] = {}
+        # For run manifests: 'files:<folder>' or 'tabular-fallback'.
+        self.guidelines_source = guidelines.source(self._guideline_dir)
+        if self.guidelines_source == guidelines.TABULAR_FALLBACK:
+            log.warning(
+                "judge.guidelines_dir is not set: the judge sees the ICD-10-CM tabular chapter notes instead of "
+                "the chapter coding guidelines the paper passed; point judge.guidelines_dir at a folder of "
+                "chapter_<n>.json files (see docs/judge.md)"
+            )
         self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self.last_batch_stats: dict[str, float] = {}
@@ -193,23 +288,55 @@ class OpenAICompatibleJudge:
                 self._guideline_by_chapter[chapter.number] = text
         return text
 
-    def prompt(self, request: JudgeRequest) -> list[dict[str, str]] | str:
-        """The exact prompt sent for a request: chat messages, or one text for the completions API."""
-        parts = (
+    def _template_source(self, model: str | None) -> str | None:
+        """The tokenizer that renders completions prompts, None for a plain-text prompt or the chat API."""
+        if self.config.api != "completions" or not self.config.tokenizer:
+            return None
+        if self.config.tokenizer == SAME_AS_MODEL:
+            return model or None
+        return self.config.tokenizer
+
+    def _preload_chat_template(self) -> None:
+        """Load the chat template now when its source is known, so a bad `judge.tokenizer` fails at start.
+
+        With `same-as-model` and no `judge.model`, the name is only known once
+        the server has listed its model; the first batch loads it then.
+        """
+        source = self._template_source(self.model)
+        if source is not None:
+            load_chat_template(source)
+
+    def messages(self, request: JudgeRequest) -> list[dict[str, str]]:
+        """The chat messages of a request, in the configured rubric."""
+        return judge_prompt.messages(
             request.note,
             request.prediction,
             request.trace,
             _code_text(request.prediction),
             self.guideline(request.prediction),
+            self._rubric.name,
         )
-        if self.config.api == "completions":
-            return judge_prompt.completion_prompt(*parts)
-        return judge_prompt.messages(*parts)
+
+    def render(self, chat: list[dict[str, str]], model: str | None = None) -> list[dict[str, str]] | str:
+        """What is sent for these messages: the messages themselves (chat API) or one prompt text."""
+        if self.config.api == "chat":
+            return chat
+        source = self._template_source(model or self.model)
+        if source is None:
+            if self.config.tokenizer == SAME_AS_MODEL:
+                raise ConfigError("judge.tokenizer=same-as-model needs the judge model's name; none is known yet")
+            return judge_prompt.plain_prompt(chat)
+        return render_chat(source, chat)
+
+    def prompt(self, request: JudgeRequest) -> list[dict[str, str]] | str:
+        """The exact prompt sent for a request: chat messages, or one text for the completions API."""
+        return self.render(self.messages(request))
 
     def _body(self, prompt: list[dict[str, str]] | str, model: str) -> dict:
         body = {
             "model": model,
             "temperature": self.config.temperature,
+            "top_p": self.config.top_p,
             "max_tokens": self.config.max_tokens,
             **self.config.extra_body,
         }
@@ -341,7 +468,7 @@ class OpenAICompatibleJudge:
             return _Answer(None, "fallback")
         # From the first attempt to the answer: retries and backoff count, queueing for a slot does not.
         latency = time.monotonic() - sent[0]
-        score = judge_prompt.parse_score(self._reply_text(data, self.config.api))
+        score = self._parse(self._reply_text(data, self.config.api))
         return _Answer(score, "ok" if score is not None else "unparsed", latency)
 
     def _path(self) -> str:
@@ -351,17 +478,18 @@ class OpenAICompatibleJudge:
         """One verdict per request, in order, within `batch_deadline_s`; never raises for server trouble."""
         started = time.monotonic()
         counters = _BatchCounters()
-        prompts = [self.prompt(request) for request in requests]
+        chats = [self.messages(request) for request in requests]
         # The deadline bounds waiting on the server; building prompts is local work (the first
         # call also loads the ICD-10-CM release) and must not eat into it.
         deadline = time.monotonic() + self.config.batch_deadline_s
-        answers: list[_Answer | None] = [None] * len(prompts)
+        answers: list[_Answer | None] = [None] * len(chats)
         resources = self._resources()
         client = self._open(resources)
         try:
-            model = await self._resolve_model(client, resources, deadline, counters) if prompts else self.model
-            if model is None:
-                answers = [_Answer(None, "fallback") for _ in prompts]
+            model = await self._resolve_model(client, resources, deadline, counters) if chats else self.model
+            prompts = self._render_all(chats, model, counters) if model is not None else None
+            if prompts is None:
+                answers = [_Answer(None, "fallback") for _ in chats]
             else:
                 await self._answer(client, resources, model, prompts, answers, deadline, counters)
         finally:
@@ -370,28 +498,52 @@ class OpenAICompatibleJudge:
         self._record(answers, verdicts, counters, time.monotonic() - started)
         return verdicts
 
-    async def _answer(self, client, resources, model, prompts, answers, deadline, counters) -> None:
-        keys = [cache_key(model, judge_prompt.VERSION, {"api": self.config.api, "prompt": p}) for p in prompts]
-        cached: dict[str, int] = {}
-        if self.cache is not None:
-            try:
-                cached = self.cache.get_many(keys)
-            except Exception as exc:  # a locked or damaged cache costs requests, not the batch
-                log.warning("could not read the judge cache %s: %s", self.cache.path, exc)
-        # Identical prompts in one batch (GRPO repeats itself) cost one request.
+    def _render_all(self, chats, model: str, counters: _BatchCounters) -> list | None:
+        """Every prompt of a batch, or None (the batch falls back) when the chat template cannot be loaded."""
+        try:
+            return [self.render(chat, model) for chat in chats]
+        except ConfigError as exc:
+            counters.error(str(exc))
+            return None
+
+    def _cache_key(self, model: str, prompt) -> str:
+        payload = {"api": self.config.api, "prompt": prompt}
+        if self.config.score_parser != "lenient":  # keys of the lenient parser stay those of earlier releases
+            payload["score_parser"] = self.config.score_parser
+        return cache_key(model, self._rubric.version, payload)
+
+    def _cached(self, keys: list[str]) -> dict[str, int | float]:
+        if self.cache is None:
+            return {}
+        try:
+            return self.cache.get_many(keys)
+        except Exception as exc:  # a locked or damaged cache costs requests, not the batch
+            log.warning("could not read the judge cache %s: %s", self.cache.path, exc)
+            return {}
+
+    def _groups(self, keys: list[str], answers, cached: dict[str, int | float]) -> list[list[int]]:
+        """Rows that share one request: identical prompts with greedy decoding, else one row per request."""
+        if not self.reuses_ratings:
+            return [[index] for index in range(len(keys))]
         rows_by_key: dict[str, list[int]] = {}
         for index, key in enumerate(keys):
             if key in cached:
                 answers[index] = _Answer(cached[key], "cached")
             else:
                 rows_by_key.setdefault(key, []).append(index)
+        return list(rows_by_key.values())
+
+    async def _answer(self, client, resources, model, prompts, answers, deadline, counters) -> None:
+        keys = [self._cache_key(model, prompt) for prompt in prompts]
+        # Identical prompts in one batch (GRPO repeats itself) cost one request when decoding is greedy.
+        groups = self._groups(keys, answers, self._cached(keys) if self.reuses_ratings else {})
         tasks = {
             asyncio.ensure_future(
                 self._ask(client, resources, self._body(prompts[rows[0]], model), deadline, counters)
-            ): key
-            for key, rows in rows_by_key.items()
+            ): rows
+            for rows in groups
         }
-        fresh: dict[str, int] = {}
+        fresh: dict[str, int | float] = {}
         try:
             if tasks:
                 # Every attempt is already bounded by the deadline; the grace only covers scheduling.
@@ -403,11 +555,11 @@ class OpenAICompatibleJudge:
                     await asyncio.gather(*pending, return_exceptions=True)
                 for task in done:
                     answer = task.result()
-                    key = tasks[task]
-                    for index in rows_by_key[key]:
+                    rows = tasks[task]
+                    for index in rows:
                         answers[index] = answer
                     if answer.status == "ok" and answer.score is not None:
-                        fresh[key] = answer.score
+                        fresh[keys[rows[0]]] = answer.score
         finally:
             for task in tasks:
                 task.cancel()

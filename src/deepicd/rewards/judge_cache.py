@@ -10,6 +10,9 @@ so it is no more sensitive than a table of numbers.
 SQLite in WAL mode lets several reward workers (VERL runs one per node or GPU)
 read and write the same file at once; each thread uses its own connection.
 Only real scores are stored: an unparsed reply or a fallback is retried next time.
+Scores keep their type: the published reading of a reply can give 4.5, which
+must come back as 4.5, not 4. The judge uses the cache only for greedy
+decoding: a sampled rating is one draw, and reusing it would stop the sampling.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from typing import Iterable, Mapping
 
 FILE_NAME = "judge-cache.sqlite3"
 _CHUNK = 500  # keys per SELECT: SQLite limits the number of bound parameters
+
+
+def _number(value: float) -> int | float:
+    """An integral score as an int (4, not 4.0), any other as a float."""
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def cache_key(model: str, prompt_version: str, payload: object) -> str:
@@ -65,22 +73,22 @@ class JudgeCache:
             self._local.connection = connection
         return connection
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, int]:
+    def get_many(self, keys: Iterable[str]) -> dict[str, int | float]:
         """Cached scores of the keys that have one."""
         wanted = list(dict.fromkeys(keys))
-        found: dict[str, int] = {}
+        found: dict[str, int | float] = {}
         connection = self._connection()
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = connection.execute(f"SELECT key, score FROM ratings WHERE key IN ({marks})", chunk)
-            found.update((key, int(score)) for key, score in rows)
+            found.update((key, _number(score)) for key, score in rows)
         return found
 
-    def get(self, key: str) -> int | None:
+    def get(self, key: str) -> int | float | None:
         return self.get_many([key]).get(key)
 
-    def put_many(self, scores: Mapping[str, int], model: str) -> None:
+    def put_many(self, scores: Mapping[str, int | float], model: str) -> None:
         """Store scores in one transaction (a concurrent writer waits for the lock, up to 30 s)."""
         if not scores:
             return
@@ -90,7 +98,7 @@ class JudgeCache:
         try:
             connection.executemany(
                 "INSERT OR REPLACE INTO ratings (key, score, model, created) VALUES (?, ?, ?, ?)",
-                [(key, int(score), model, now) for key, score in scores.items()],
+                [(key, _number(score), model, now) for key, score in scores.items()],
             )
         except BaseException:
             connection.execute("ROLLBACK")

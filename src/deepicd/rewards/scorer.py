@@ -4,7 +4,9 @@ Rule terms are cheap pure functions and run inline. The judge term needs a
 model server, so it is awaited for a whole batch at once; the scorer asks the
 judge only for completions that can be judged (a pair, a valid code and a
 non-empty trace), as the published code does, and gives the others the
-paper's malus without a call.
+paper's malus without a call. The published code tests the code pattern for
+the judge on the diagnosis text as written, before its dots are removed;
+`judge.gate_on_raw_text` does the same.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
+from deepicd import icd
 from deepicd.rewards.completion import ParsedCompletion, normalize_gold, parse_completion
 from deepicd.rewards.components import COMPONENTS, JUDGE
 from deepicd.rewards.config import RewardConfig
@@ -29,9 +32,9 @@ class JudgeRequest:
 
 @dataclass(frozen=True)
 class JudgeVerdict:
-    """The judge's 1-5 rating, or None with a status saying why there is none."""
+    """The judge's rating (1-5; the published reading of a reply keeps 4.5 or 7), or None and why."""
 
-    score: int | None
+    score: int | float | None
     status: str  # "ok", "cached", "unparsed", "fallback"
 
 
@@ -48,7 +51,7 @@ class RewardResult:
     prediction: str | None
     valid: bool
     exact: bool
-    judge_score: int | None = None
+    judge_score: int | float | None = None
     judge_status: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -72,6 +75,8 @@ class RewardScorer:
 
             judge = build_judge(config.judge)
         self.judge = judge
+        # Where the judge's chapter guidelines come from ('files:<folder>' or 'tabular-fallback'), for manifests.
+        self.guidelines_source: str | None = getattr(judge, "guidelines_source", None) if self.uses_judge else None
         self._paper_pattern = config.code_pattern == "paper"
         # Resolved once: the per-completion path is hot (hundreds of thousands per second).
         self._terms = [(name, COMPONENTS[name], self._weight(name)) for name in self.rule_terms]
@@ -99,7 +104,14 @@ class RewardScorer:
 
     def judgeable(self, parsed: ParsedCompletion) -> bool:
         """The published rule: judge only a pair with a valid code and a non-blank trace."""
-        return parsed.valid and bool((parsed.trace or "").strip())
+        if not (parsed.valid and (parsed.trace or "").strip()):
+            return False
+        return not self.config.judge.gate_on_raw_text or self._raw_code_valid(parsed)
+
+    def _raw_code_valid(self, parsed: ParsedCompletion) -> bool:
+        """The code pattern on the diagnosis text as written (stripped, dots kept), as the published judge checks it."""
+        first = parsed.first
+        return first is not None and icd.is_well_formed(first.diagnosis.strip(), paper_pattern=self._paper_pattern)
 
     def score_rules(self, completion: str, gold: object) -> RewardResult:
         """Score without the judge term (fast path for presets without a judge)."""
@@ -133,7 +145,7 @@ class RewardScorer:
             return settings.scale * verdict.score
         return settings.fallback_value if verdict.status == "fallback" else settings.unparsed_value
 
-    def _set_judge(self, result: RewardResult, value: float, score: int | None, status: str) -> None:
+    def _set_judge(self, result: RewardResult, value: float, score: int | float | None, status: str) -> None:
         weighted = self._weight(JUDGE) * value
         result.terms[JUDGE] = weighted
         result.total += weighted
