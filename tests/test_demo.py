@@ -18,7 +18,7 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path, capsys):
         "grpo=[grpo.max_steps=1,max_train_samples=8,grpo.max_completion_length=8]",
         "sft_grpo=[grpo.max_steps=1,max_train_samples=8,grpo.max_completion_length=8]",
         "distill=[sampling.max_new_tokens=4,limit=24,filters.repair_answer=true,filters.min_words=1]",
-        "sft=[max_steps=4,cpu_threads=1]",
+        "sft=[max_steps=4,cpu_threads=1]", "sft_outcome=[max_steps=4]",
         "evaluate=[limit=8,sampling.max_new_tokens=12,bootstrap.samples=0,plots=false]",
         "check_learning=false",
     ]
@@ -30,10 +30,15 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path, capsys):
     table = (out / "report" / "table3.md").read_text()
     for group in ("Baselines", "GRPO", "SFT", "SFT+GRPO"):
         assert f"**{group}**" in table
+    # Table 4 (outcome-only SFT, evaluated code-only) and Figure 4 (per-chapter F1 against SFT samples).
+    table4 = (out / "report" / "table4.md").read_text()
+    assert "**Reasoning + outcome**" in table4 and "**Outcome only**" in table4 and "| sft-outcome |" in table4
+    assert json.loads((out / "eval" / "sft-outcome" / "metrics.json").read_text())["prompt"] == "code-only"
+    assert (out / "report" / "sft_samples_vs_f1.png").read_bytes()[:4] == b"\x89PNG"
     stats = json.loads((out / "distill" / "stats.json").read_text())
     assert 20 <= stats["kept"] <= 24 and stats["answers_repaired"] == stats["kept"]
 
     # A second run finds every step done and only rebuilds the report.
     capsys.readouterr()
     assert demo.main(overrides) == 0
-    assert capsys.readouterr().out.count("done earlier, skipped") == 11
+    assert capsys.readouterr().out.count("done earlier, skipped") == 14

@@ -71,6 +71,21 @@ def test_outputs_are_prompt_completion_pairs_on_the_task_prompt(make_data, tmp_p
     assert len(manifest["inputs"][str(data / "train.parquet")]) == 64
 
 
+def test_val_fraction_zero_writes_no_val_file_and_removes_a_stale_one(make_data, tmp_path):
+    data = make_data(24)
+    out = tmp_path / "out"
+    distill.run(data, "train", out, _config("val_fraction=0.2"), make_generator=_teacher_factory([]))
+    assert (out / "sft" / "val.parquet").is_file()
+    # Rebuilt without a held-out share: every sample trains, and the earlier val.parquet (whose patients
+    # are now in train) must not be left for `deepicd sft` to evaluate on.
+    result = distill.run(data, "train", out, _config("val_fraction=0"), make_generator=_teacher_factory([]))
+    assert result.generated_now == 0 and (result.stats["sft_train"], result.stats["sft_val"]) == (24, 0)
+    assert len(pd.read_parquet(out / "sft" / "train.parquet")) == 24
+    assert not (out / "sft" / "val.parquet").exists()
+    assert "sft/val.parquet" not in json.loads((out / "manifest.json").read_text())["outputs"]
+    assert "All 24 samples are training samples" in (out / "report.md").read_text()
+
+
 def test_filters_are_counted_per_reason_and_errors_are_retried(make_data, tmp_path):
     markers = {1: "zzwrong", 2: "zzearly", 3: "zzshort", 4: "zznopair", 5: "zzfail", 6: "zzfail"}
     data = make_data(12, markers=markers)

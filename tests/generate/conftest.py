@@ -52,8 +52,18 @@ def tiny_tokenizer(tiny_model):
 
 @pytest.fixture()
 def task_requests() -> list[GenerationRequest]:
-    """Three task prompts of different lengths, keyed like admissions."""
-    return [GenerationRequest(key=f"hadm-{i}", messages=task.messages(note)) for i, note in enumerate(NOTES)]
+    """Three task prompts of different lengths, keyed like admissions.
+
+    The note is repeated at the end of the user turn: a random tiny model's greedy continuation depends
+    mostly on the last tokens, and the tests need three prompts whose continuations differ (so that a
+    batch that mixed up its rows would be caught), which the shared task instructions alone would hide.
+    """
+    requests = []
+    for i, note in enumerate(NOTES):
+        messages = task.messages(note)
+        messages[-1] = {**messages[-1], "content": messages[-1]["content"] + "\n\n" + note}
+        requests.append(GenerationRequest(key=f"hadm-{i}", messages=messages))
+    return requests
 
 
 @pytest.fixture(scope="session")

@@ -316,7 +316,8 @@ def test_real_transformers_serve_completions(transformers_server, untied_model, 
     expected = {r.key: r.completions for r in local.generate(task_requests, greedy)}
     served = {r.key: r.completions for r in build_generator(config).generate(task_requests, greedy)}
     assert served == expected
-    assert len({tuple(completions) for completions in expected.values()}) == 3  # the prompts really differ
+    # The prompts continue differently, so a server that mixed up requests would be caught.
+    assert len({tuple(completions) for completions in expected.values()}) >= 2
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ def main(
     model: str = typer.Option(..., "--model", "-m", help="Base model: a Hugging Face model folder or a hub id already in the local cache (nothing is downloaded). With --plan, also one of the bundled shapes (Qwen/Qwen2.5-7B-Instruct, meta-llama/Llama-3.1-8B-Instruct, ...)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: checkpoints/ (resumed from automatically), model/ (final model + tokenizer), manifest.json."),
     plan: bool = typer.Option(False, "--plan", help="Print the per-GPU memory plan on 1, 2, 4 and 8 GPUs (shipped FSDP config; GPU size from gpu_memory_gb=N or the driver) and exit; nothing is loaded."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. max_steps=500 learning_rate=1e-5 packing=true."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. max_steps=500 learning_rate=1e-5 packing=true; max_length=1024 overlong=truncate cuts long samples as the published SFT did."),
 ) -> None:
     """Supervised fine-tuning with loss on the completion only; resumes from the last checkpoint in OUT.
 
@@ -46,6 +46,16 @@ def main(
     if result.resumed_from:
         typer.echo(f"resumed from {result.resumed_from}")
     typer.echo(
-        f"trained {result.steps} steps on {result.samples} samples ({result.dropped_too_long} dropped as longer "
-        f"than max_length), {losses}, {result.seconds:.0f} s -> {result.model_dir}"
+        f"trained {result.steps} steps on {result.samples} samples ({_length_note(result, settings)}), "
+        f"{losses}, {result.seconds:.0f} s -> {result.model_dir}"
     )
+
+
+def _length_note(result, settings) -> str:
+    """What max_length did to the data, in the words of the configured `overlong` rule."""
+    if settings.overlong == "truncate":
+        return (
+            f"{result.truncated} cut to max_length={settings.max_length}, {result.dropped_too_long} dropped "
+            "because the prompt alone fills it"
+        )
+    return f"{result.dropped_too_long} dropped as longer than max_length={settings.max_length}"

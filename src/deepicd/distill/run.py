@@ -58,7 +58,9 @@ class DistillConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     guidelines_dir: str = ""  # folder of chapter_<n>.json files; empty: the tabular list's chapter notes
     guidelines_max_chars: int = 4000  # cap on the guideline excerpt in the oracle prompt (0: no cap)
-    val_fraction: float = 0.02  # share of patients held out as SFT validation samples
+    # Share of patients held out as SFT validation samples. 0 (the paper preset): the published SFT trained on
+    # every distilled train note and evaluated on none; holding patients out would train on fewer notes.
+    val_fraction: float = 0.0
     split_seed: int = 42  # seeds the patient-level train/val assignment
     sync_every: int = 32  # rows appended between two fsyncs of traces.jsonl
     chunk_size: int = 2048  # prompts handed to the backend at a time: bounds the memory the prompts take
@@ -277,6 +279,19 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
     staging.replace(path)
 
 
+def _write_val(table: pd.DataFrame, path: Path) -> None:
+    """Write the validation samples, or make sure no val.parquet is left when there are none.
+
+    `deepicd sft` evaluates on val.parquet whenever the file exists. One left by an
+    earlier build with a larger `val_fraction` would hold patients that are now in
+    train.parquet, so with no validation samples the file is removed, not kept.
+    """
+    if len(table):
+        _write_parquet(table, path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 # -- the stage ---------------------------------------------------------------------
 def default_generator(config: GeneratorConfig) -> Generator:
     from deepicd.generate import build_generator
@@ -292,7 +307,10 @@ def run(
     *,
     make_generator: Callable[[GeneratorConfig], Generator] = default_generator,
 ) -> DistillResult:
-    """Generate what is missing, then (re)build sft/{train,val}.parquet, stats.json, report.md, manifest.json."""
+    """Generate what is missing, then (re)build sft/{train,val}.parquet, stats.json, report.md, manifest.json.
+
+    sft/val.parquet exists only when patients were held out (`val_fraction` > 0).
+    """
     started = time.perf_counter()
     validate(config)
     frame = load_split(data_dir, split)
@@ -309,7 +327,7 @@ def run(
     summary = stats.as_dict()
 
     _write_parquet(train, out / "sft" / "train.parquet")
-    _write_parquet(val, out / "sft" / "val.parquet")
+    _write_val(val, out / "sft" / "val.parquet")
     manifest.write_json(out / "stats.json", summary)
     manifest.write_text(
         out / "report.md",

@@ -122,6 +122,16 @@ def _pct(rate: float | None) -> str:
     return "–" if rate is None else f"{100 * rate:.1f}%"
 
 
+def _split_line(stats: dict) -> str:
+    """How the kept samples were split; with no validation samples, say so rather than print a 0."""
+    if not stats["sft_val"]:
+        return f"All {stats['sft_train']:,} samples are training samples (no patients held out for validation)."
+    return (
+        f"Split into {stats['sft_train']:,} training and {stats['sft_val']:,} validation samples "
+        "(patient-disjoint)."
+    )
+
+
 def report_markdown(stats: dict, *, split: str, teacher: str, prompt_version: str) -> str:
     """report.md: Table 2 beside the paper's, filter counts, and per-chapter counts."""
     table, paper = stats["table2"], stats["paper_table2"]
@@ -140,8 +150,7 @@ def report_markdown(stats: dict, *, split: str, teacher: str, prompt_version: st
         "| this run | " + " | ".join(_cell(table[c]) for c in columns) + " |",
         "| paper (unfiltered; train+val+test) | " + " | ".join(_cell(paper[c]) for c in columns) + " |",
         "",
-        f"Split into {stats['sft_train']:,} training and {stats['sft_val']:,} validation samples "
-        "(patient-disjoint).",
+        _split_line(stats),
         "",
         "## Filters",
         "",

@@ -1,5 +1,27 @@
 """The task prompt: an admission note in, reasoning and one ICD-10-CM code out.
 
+The instructions carry those of DeepICD-R1's published prompt in substance, in
+our own words: predict the main diagnosis the stay will be coded with at
+discharge from the admission note alone, reasoning forward (complications,
+procedures, likely outcomes, coding practice) rather than stopping at what is
+already diagnosed; reason first inside `<think>`, then give exactly one code
+inside `<diagnosis>`, nothing outside the tags, no invented codes.
+
+The format example shows the placeholder `CODE`, never a real code: an
+untrained policy copies whatever code the example shows (the earlier version
+showed `I214`), which would bias both its first rollouts and a zero-shot
+baseline towards that code. `tests/test_task_prompt.py` checks every
+code-shaped token of the text against the ICD-10-CM release.
+
+Length (version task-v2). System and user turns around the note, in Qwen2.5's
+ChatML layout with the generation prompt and the `<think>` prefill, take 328
+tokens of the Qwen2.5 vocabulary; the published prompt takes 463 (task-v1 took
+132; method in docs/distill-sft.md). Under the 2,048-token prompt filter, notes
+of up to 1,720 tokens pass with this prompt and up to 1,585 with the published
+one: notes of 1,586-1,720 tokens are trained and evaluated here but were dropped
+there. A limit of 1,913 tokens (`grpo.max_prompt_length`, the evaluation's
+`max_prompt_tokens`) drops about the same notes as the published prompt did.
+
 As in DeepICD-R1, the assistant turn is prefilled with `<think>`, so a model's
 completion starts inside its reasoning; every scorer prepends the prefill back
 before parsing. Bump `VERSION` whenever the wording changes: manifests record it.
@@ -7,18 +29,36 @@ before parsing. Bump `VERSION` whenever the wording changes: manifests record it
 
 from __future__ import annotations
 
-VERSION = "task-v1"
+VERSION = "task-v2"
 PREFILL = "<think>"
 
 SYSTEM = (
-    "You are an experienced clinical coder. You read a hospital admission note and decide which "
-    "diagnosis will be coded first when the patient is discharged. Think it through step by step "
-    "inside <think> and </think>: the presenting complaint, the relevant history and findings, and the "
-    "conditions they point to. Then write exactly one ICD-10-CM code, without the dot, inside "
-    "<diagnosis> and </diagnosis>, for example <diagnosis>I214</diagnosis>."
+    "You are a clinician who also codes hospital stays. From the note written when a patient was admitted, "
+    "and from nothing else, you predict the main diagnosis the stay will be coded with when the patient is "
+    "discharged, as one ICD-10-CM code. Do not stop at what is already diagnosed on admission: reason forward "
+    "about how the stay is likely to unfold (complications, procedures, the likely course given the patient's "
+    "conditions and risk factors) and about which code coders usually assign as the main diagnosis of such a "
+    "stay.\n\n"
+    "Answer in exactly this layout:\n"
+    "<think>\n"
+    "Your reasoning, step by step: the complaints, history and findings in the note that matter, the "
+    "diagnoses they establish or strongly suggest, how the stay will probably develop, and why one diagnosis "
+    "is the most likely main one. Support each step with the note, clinical knowledge or coding practice, and "
+    "say where you are unsure.\n"
+    "</think>\n"
+    "<diagnosis>CODE</diagnosis>\n\n"
+    "Rules:\n"
+    "- Reason first, inside <think> and </think>; then answer inside <diagnosis> and </diagnosis>.\n"
+    "- Write one <think> block and one <diagnosis> block, for a single diagnosis.\n"
+    "- Write nothing outside these tags.\n"
+    "- Replace CODE with one valid ICD-10-CM code written without the dot, and nothing else: no description, "
+    "no code of another coding system, no made-up code."
 )
 
-USER = "Admission note:\n\n{note}\n\nWhat is the primary ICD-10-CM discharge diagnosis?"
+USER = (
+    "Admission note:\n\n{note}\n\n"
+    "Which ICD-10-CM code will most likely be this patient's main diagnosis at discharge?"
+)
 
 
 def messages(note: str) -> list[dict[str, str]]:

@@ -20,6 +20,11 @@ change that would fit; waiting in a queue for an out-of-memory error is the
 alternative. A run resumes from the last
 complete checkpoint in `--out/checkpoints`; the final model and tokenizer appear
 in `--out/model` only once whole, next to a manifest.
+
+Samples longer than `max_length` are dropped by default (`overlong: drop`); the
+published SFT let TRL cut them at its default of 1,024 tokens, which
+`max_length=1024 overlong=truncate` reproduces. Without a validation file the
+run trains on everything and never evaluates, as the published SFT did.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from deepicd.commands import UserError
 from deepicd import manifest
 
 PRECISIONS = ("bf16-mixed", "bf16", "fp32")
+OVERLONG = ("drop", "truncate")
 DEVICES = ("auto", "cpu", "cuda")
 REQUIRED_COLUMNS = ("prompt", "completion")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -62,7 +68,12 @@ class SFTRunConfig:
     # bf16-mixed: fp32 master weights, bf16 compute (the usual recipe); bf16: weights in bf16 too; fp32: CPU.
     precision: str = "bf16-mixed"
     gradient_checkpointing: bool = True
-    max_length: int = 4096  # tokens of prompt + completion; longer samples are dropped (and counted), not cut
+    max_length: int = 4096  # tokens of prompt + completion per sample
+    # What happens to a sample longer than max_length. "drop" (default): it is left out and counted; a cut
+    # sample would teach the model to stop mid-thought without an answer. "truncate": TRL keeps its first
+    # max_length tokens, as the published SFT did (with TRL's default max_length of 1024); a sample whose
+    # prompt alone fills max_length has no completion token left and is dropped.
+    overlong: str = "drop"
     packing: bool = False  # best-fit packing into max_length rows (implies padding-free batches)
     padding_free: bool = False  # concatenate a batch into one row, no padding tokens
     attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (if installed)
@@ -89,6 +100,7 @@ class SFTResult:
     samples: int
     dropped_too_long: int
     seconds: float
+    truncated: int = 0  # samples cut to max_length (overlong=truncate)
     resumed_from: str | None = None  # the checkpoint this run continued from
 
 
@@ -100,6 +112,11 @@ def validate(config: SFTRunConfig) -> SFTRunConfig:
         raise bad("precision", f"{config.precision!r}; expected one of {', '.join(PRECISIONS)}")
     if config.device not in DEVICES:
         raise bad("device", f"{config.device!r}; expected one of {', '.join(DEVICES)}")
+    if config.overlong not in OVERLONG:
+        raise bad("overlong", f"{config.overlong!r}; expected one of {', '.join(OVERLONG)}")
+    if config.overlong == "truncate" and config.padding_free and not config.packing:
+        # TRL cannot cut rows it concatenates without packing; it would train on rows over max_length.
+        raise bad("overlong", "truncate needs packing=true when padding_free=true (or overlong=drop)")
     for key in ("batch_size", "per_device_batch_size", "max_length", "logging_steps", "save_steps", "dataset_num_proc"):
         if getattr(config, key) < 1:
             raise bad(key, f"must be at least 1, got {getattr(config, key)}")
@@ -339,20 +356,72 @@ def check_template(tokenizer, example: dict) -> None:
         )
 
 
-def drop_too_long(dataset, tokenizer, max_length: int, num_proc: int):
-    """Samples whose templated prompt + completion fit in `max_length` tokens, and how many did not.
+@dataclass(frozen=True)
+class LengthReport:
+    """What `fit_to_max_length` did to the samples that did not fit."""
 
-    TRL truncates long rows at the end, which would cut the answer off a trace and
-    teach the model to stop mid-thought; dropping them is the safer choice.
+    dropped: int = 0  # left out: longer than max_length (drop), or prompt alone fills it (truncate)
+    truncated: int = 0  # kept for TRL to cut to their first max_length tokens (truncate)
+
+
+def _sample_lengths(tokenizer, prompt_too: bool):
+    """A `datasets.map` function adding the token length of the templated sample (and of its prompt)."""
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def lengths(example):
+        prompt, completion = list(example["prompt"]), list(example["completion"])
+        row = {"_length": count(tokenizer.apply_chat_template(prompt + completion, tokenize=False))}
+        if prompt_too:
+            row["_prompt_length"] = count(tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True))
+        return row
+
+    return lengths
+
+
+def fit_to_max_length(dataset, tokenizer, max_length: int, overlong: str, num_proc: int):
+    """The samples to train on under `overlong`, and a count of what happened to the long ones.
+
+    drop: only samples whose templated prompt + completion fit in `max_length`
+    tokens are kept. truncate: every sample is kept for TRL to cut to its first
+    `max_length` tokens, except those whose prompt alone fills `max_length`: no
+    completion token would be left, so they carry no loss (TRL drops them too,
+    here they are counted).
     """
+    procs = num_proc if num_proc > 1 else None
+    truncate = overlong == "truncate"
+    measured = dataset.map(_sample_lengths(tokenizer, truncate), num_proc=procs, desc="Measuring lengths")
+    if truncate:
+        kept = measured.filter(lambda example: example["_prompt_length"] < max_length, num_proc=procs)
+        report = LengthReport(
+            dropped=len(measured) - len(kept), truncated=sum(1 for n in kept["_length"] if n > max_length)
+        )
+        return kept.remove_columns(["_length", "_prompt_length"]), report
+    kept = measured.filter(lambda example: example["_length"] <= max_length, num_proc=procs)
+    return kept.remove_columns("_length"), LengthReport(dropped=len(measured) - len(kept))
 
-    def length(example):
-        text = tokenizer.apply_chat_template(list(example["prompt"]) + list(example["completion"]), tokenize=False)
-        return {"_length": len(tokenizer(text, add_special_tokens=False)["input_ids"])}
 
-    measured = dataset.map(length, num_proc=num_proc if num_proc > 1 else None, desc="Measuring lengths")
-    kept = measured.filter(lambda example: example["_length"] <= max_length, num_proc=num_proc if num_proc > 1 else None)
-    return kept.remove_columns("_length"), len(measured) - len(kept)
+def prepare_datasets(train_path: Path, val_path: Path | None, tokenizer, config: SFTRunConfig):
+    """(train, val or None, LengthReport): the samples TRL gets, after the template check and length rule.
+
+    No val.parquet, or an empty one, means no validation set: the trainer then
+    never evaluates (the paper preset of `deepicd distill` writes none).
+    """
+    train = load_table(train_path)
+    if len(train) == 0:
+        raise UserError(f"{train_path} holds no samples; check the distill report for what was filtered")
+    check_template(tokenizer, train[0])
+    train, lengths = fit_to_max_length(train, tokenizer, config.max_length, config.overlong, config.dataset_num_proc)
+    if len(train) == 0:
+        raise UserError(
+            f"no sample of {train_path} fits max_length={config.max_length} tokens (overlong={config.overlong}); "
+            "raise max_length"
+        )
+    val = load_table(val_path) if val_path is not None else None
+    if val is not None and len(val):
+        val = fit_to_max_length(val, tokenizer, config.max_length, config.overlong, config.dataset_num_proc)[0]
+    return train, (val if val is not None and len(val) else None), lengths
 
 
 # -- checkpoints -----------------------------------------------------------------
@@ -372,6 +441,18 @@ def last_checkpoint(folder: Path) -> Path | None:
 def _fsdp_does_checkpointing() -> bool:
     # `accelerate launch` with an FSDP config announces it to the worker processes like this.
     return os.environ.get("ACCELERATE_USE_FSDP") == "true" and os.environ.get("FSDP_ACTIVATION_CHECKPOINTING") == "true"
+
+
+def _trl_max_length(config: SFTRunConfig) -> int | None:
+    """The max_length handed to TRL, which truncates rows to it (and packs into rows of it).
+
+    TRL refuses a max_length for padding-free batches without packing, since it
+    cannot cut those. Only overlong=drop allows that combination (see `validate`),
+    and there every sample already fits, so TRL is given no length to enforce.
+    """
+    if config.padding_free and not config.packing:
+        return None
+    return config.max_length
 
 
 def build_sft_config(config: SFTRunConfig, output_dir: Path, processes: int, has_eval: bool):
@@ -406,7 +487,7 @@ def build_sft_config(config: SFTRunConfig, output_dir: Path, processes: int, has
         bf16=bf16,
         use_cpu=use_cpu,
         gradient_checkpointing=config.gradient_checkpointing and not _fsdp_does_checkpointing(),
-        max_length=config.max_length,
+        max_length=_trl_max_length(config),
         packing=config.packing,
         padding_free=config.padding_free,
         completion_only_loss=True,
@@ -450,18 +531,7 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
     check_memory(config, source, launch_from_environment(state.num_processes), gpu_memory_to_check(config))
     tokenizer = models.load_tokenizer(source, purpose="train")
 
-    train = load_table(train_path)
-    if len(train) == 0:
-        raise UserError(f"{train_path} holds no samples; check the distill report for what was filtered")
-    check_template(tokenizer, train[0])
-    train, dropped = drop_too_long(train, tokenizer, config.max_length, config.dataset_num_proc)
-    if len(train) == 0:
-        raise UserError(f"every sample of {train_path} is longer than max_length={config.max_length} tokens")
-    val = None
-    if val_path is not None:
-        val = load_table(val_path)
-        val = drop_too_long(val, tokenizer, config.max_length, config.dataset_num_proc)[0] if len(val) else None
-        val = val if val is not None and len(val) else None
+    train, val, lengths = prepare_datasets(train_path, val_path, tokenizer, config)
 
     checkpoints = out / "checkpoints"
     args = build_sft_config(config, checkpoints, state.num_processes, has_eval=val is not None)
@@ -496,7 +566,8 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
             train_loss=output.training_loss,
             eval_loss=eval_loss,
             samples=len(train),
-            dropped_too_long=dropped,
+            dropped_too_long=lengths.dropped,
+            truncated=lengths.truncated,
             seconds=time.perf_counter() - started,
             resumed_from=str(resume) if resume else None,
         )
@@ -540,6 +611,7 @@ def write_manifest(
                 "eval_loss": result.eval_loss,
                 "samples": result.samples,
                 "dropped_too_long": result.dropped_too_long,
+                "truncated": result.truncated,
                 "seconds": round(result.seconds, 1),
             },
             "model": str(result.model_dir),
