@@ -16,13 +16,15 @@ code-shaped token of the text against the ICD-10-CM release.
 Length (version task-v2). System and user turns around the note, in Qwen2.5's
 ChatML layout with the generation prompt and the `<think>` prefill, take 328
 tokens of the Qwen2.5 vocabulary; the published prompt takes 463 (task-v1 took
-132; method in docs/distill-sft.md). Under the 2,048-token prompt filter, notes
-of up to 1,720 tokens pass with this prompt and up to 1,585 with the published
-one: notes of 1,586-1,720 tokens are trained and evaluated here but were dropped
-there. A limit of 1,913 tokens (`grpo.max_prompt_length`, the evaluation's
-`max_prompt_tokens`) drops about the same notes as the published prompt did.
+132; method in docs/distill-sft.md). Under GRPO's 2,048-token prompt filter
+(VERL's `filter_overlong_prompts`), notes of up to 1,720 tokens pass with this
+prompt and up to 1,585 with the published one: notes of 1,586-1,720 tokens are
+trained on here but were dropped there. `grpo.max_prompt_length=1913` drops
+about the same notes as the published prompt did. (The published evaluation
+meant to apply the same filter but compared the length of a two-field dict, so
+it kept every note; see docs/deviations.md.)
 
-As in DeepICD-R1, the assistant turn is prefilled with `<think>`, so a model's
+The assistant turn is prefilled with `<think>`, so a model's
 completion starts inside its reasoning; every scorer prepends the prefill back
 before parsing. Bump `VERSION` whenever the wording changes: manifests record it.
 """
