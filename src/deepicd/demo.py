@@ -111,9 +111,9 @@ class Demo:
             self.step("SFT", sft, ["sft", "--config", "tiny-cpu", "--data", str(distill), "--model", str(base),
                                    "--out", str(sft), *c.sft])
             sft_grpo = self.path("sft-grpo")
-            self.step("SFT+GRPO (TRL, judge on)", sft_grpo, ["train-grpo", "--config", "tiny-cpu", "--model",
+            self.step("SFT+GRPO (TRL, judge on)", sft_grpo, ["train-grpo", "--config", "tiny-cpu", "--init",
                                                              str(sft / "model"), "--data", str(self.data), "--out",
-                                                             str(sft_grpo), "stage=sft-grpo", *judge, *c.sft_grpo])
+                                                             str(sft_grpo), *judge, *c.sft_grpo])
         # Table 4: the same student fine-tuned on the answer alone (code-only prompt, no reasoning, no teacher),
         # on the notes the distilled set kept, so the two students differ in their targets only.
         outcome_data = self.path("sft-outcome-data")

@@ -124,3 +124,12 @@ def test_a_teacher_off_the_local_network_is_refused(make_data, tmp_path):
     assert result.exit_code == 2
     assert "refusing to send MIMIC-derived text" in result.output
     assert not (tmp_path / "o" / "traces.jsonl").exists() or _lines(tmp_path / "o" / "traces.jsonl") == 0
+
+
+@pytest.mark.slow
+def test_a_distillation_that_keeps_nothing_exits_nonzero_and_says_why(make_data, tmp_path, teacher_url):
+    data = make_data(4)
+    command = _command(data, tmp_path / "out", teacher_url) + ["filters.min_words=100000", "filters.max_words=0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "kept none of the 4 traces (rejected: " in result.stderr and "repair_answer" in result.stderr

@@ -122,3 +122,15 @@ def test_missing_model_is_a_clear_error(tmp_path, data_dir):
     result = CliRunner().invoke(app, ["train-grpo", "--config", "tiny-cpu", "--data", str(data_dir),
                                       "--out", str(tmp_path)])
     assert result.exit_code == 2 and "missing --model" in result.output
+
+
+def test_init_continues_from_an_sft_model_and_records_the_sft_grpo_stage(tmp_path, data_dir, tiny_model):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train-grpo", "--config", "tiny-cpu", "--data", str(data_dir), "--init",
+                                      str(tiny_model), "--out", str(out), "grpo.max_steps=1", "grpo.save_steps=1"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "sft-grpo"
+    both = CliRunner().invoke(app, ["train-grpo", "--config", "tiny-cpu", "--data", str(data_dir), "--init",
+                                    str(tiny_model), "--model", str(tiny_model), "--out", str(tmp_path / "x")])
+    assert both.exit_code == 2 and "either --model or --init" in both.output

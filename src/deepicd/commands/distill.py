@@ -23,6 +23,8 @@ def main(
     """Have a teacher that sees the gold code write reasoning for each admission; keep the good traces as SFT data.
 
     Resumable: rerun the same command after a crash and only the missing admissions are generated.
+    Exit codes: 3 when the backend failed on some admissions (rerun to retry them), 4 when no trace passed
+    the filters.
     """
     from deepicd import config as configuration
     from deepicd.distill.run import DistillConfig, run
@@ -56,3 +58,10 @@ def main(
     typer.echo(f"wrote {result.out / 'sft'}, {result.out / 'stats.json'}, {result.out / 'report.md'}")
     if result.errors_now:
         raise typer.Exit(3)
+    if stats["generated"] and not table["samples"]:
+        typer.secho(
+            f"error: kept none of the {stats['generated']} traces (rejected: {rejected}), so there is no SFT data. "
+            "A teacher that cannot follow the oracle prompt (a tiny or untrained model) needs "
+            "filters.repair_answer=true; otherwise loosen the filters named above or use a stronger teacher",
+            fg=typer.colors.RED, err=True)
+        raise typer.Exit(4)

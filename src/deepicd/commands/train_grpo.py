@@ -19,7 +19,8 @@ from deepicd.commands import UserError, user_errors
 def main(
     config: str = typer.Option("r1-zero-qwen2.5-32b", "--config", "-c", help="GRPO preset (configs/grpo/NAME.yaml: r1-zero-qwen2.5-32b, sft-grpo-qwen2.5-7b, sft-grpo-llama3.1-8b, tiny-cpu) or a YAML file."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Output folder of `deepicd preprocess` (train/val parquet files and their verl/ copies)."),
-    model: Optional[str] = typer.Option(None, "--model", "--init", "-m", help="Model to start from: a Hugging Face folder (e.g. an SFT model) or a hub id already in the local cache. Defaults to the preset's."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to start from: a Hugging Face folder or a hub id already in the local cache. Defaults to the preset's."),
+    init: Optional[str] = typer.Option(None, "--init", help="An SFT model folder to continue from (SFT+GRPO): like --model, and the run is recorded as stage 'sft-grpo'."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: checkpoints/, model/ (the exported Hugging Face model) and manifest.json. Rerunning with the same folder resumes."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help="Override the preset's engine: 'verl' (multi-GPU, vLLM rollouts) or 'trl' (one CPU or GPU)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="VERL: print the training command as one shell line and exit; nothing is started. Works without the model or data (notes say what is missing); plans GPU memory when verl.gpu_memory_gb is set or a GPU is present."),
@@ -37,7 +38,13 @@ def main(
             return
         from deepicd.train.grpo_config import load_run_config
 
-        run = load_run_config(config, list(overrides or []), model=model, data_dir=data, out_dir=out, backend=backend)
+        extra = list(overrides or [])
+        if init is not None:
+            if model is not None:
+                raise UserError("give either --model or --init (an SFT model to continue from), not both")
+            model = init
+            extra.append("stage=sft-grpo")
+        run = load_run_config(config, extra, model=model, data_dir=data, out_dir=out, backend=backend)
         missing = [flag for flag, value in (("--data", run.data_dir), ("--out", run.out_dir), ("--model", run.model)) if not value]
         if missing:
             raise UserError(f"missing {', '.join(missing)} (preset {run.name!r} does not set it)")
