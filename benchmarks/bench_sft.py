@@ -30,15 +30,8 @@ import random
 import sys
 import time
 
-# Qwen2.5 shapes (config.json of the released checkpoints); "tiny" is the deepicd test model's shape.
-SHAPES = {
-    "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                 intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
-    "1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                 intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=384, vocab_size=4096, tie_word_embeddings=True),
-}
+from model_shapes import SHAPES  # noqa: E402 (benchmarks/ is on sys.path when a script here runs)
+
 MODES = ("padded", "padding-free", "packing")
 # Peak dense bf16 tensor FLOP/s by device name fragment (vendor datasheets).
 PEAKS = {"H200": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12}

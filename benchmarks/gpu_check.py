@@ -57,15 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The GPU machine runs a copy of the working tree, where deepicd is not installed.
 sys.path.insert(0, str(ROOT / "src"))
 
-# Qwen2.5 shapes (config.json of the released checkpoints); "tiny" is deepicd's tiny model's shape.
-SHAPES = {
-    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=True),
-}
+from model_shapes import SHAPES  # noqa: E402 (benchmarks/ is on sys.path when a script here runs)
+
 NOMINAL_PEAK_TFLOPS = 790.0  # dense bf16 figure the project's MFU numbers are stated against (docs/benchmarks.md)
 MFU_GOAL = 0.35  # on the 1.5B shape, through deepicd's SFT path
 LOSS_TOLERANCE = 1e-4  # relative CPU/GPU difference of the fp32 SFT loss
