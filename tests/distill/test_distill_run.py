@@ -18,7 +18,8 @@ from deepicd.rewards.completion import parse_completion
 
 def _config(*overrides: str) -> distill.DistillConfig:
     return configuration.load(
-        distill.DistillConfig, "distill", "tiny-cpu", ["generator.model=fake-teacher", "filters.min_words=10", *overrides]
+        distill.DistillConfig, "distill", "tiny-cpu",
+        ["generator.model=fake-teacher", "filters.min_words=10", "filters.repair_answer=false", *overrides],
     )
 
 
