@@ -30,6 +30,14 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path, capsys):
     table = (out / "report" / "table3.md").read_text()
     for group in ("Baselines", "GRPO", "SFT", "SFT+GRPO"):
         assert f"**{group}**" in table
+    assert "| majority (train) |" in table and "| Format |" in table
+    # Both GRPO runs leave their reward history and curves beside the model; the final checks are written.
+    for run in ("grpo", "sft-grpo"):
+        assert (out / run / "reward_curves.png").read_bytes()[:4] == b"\x89PNG"
+        assert "judge" in (out / run / "reward_log.jsonl").read_text()
+    checks = json.loads((out / "report" / "checks.json").read_text())
+    assert [c["name"] for c in checks] == ["grpo chapter F1", "R1-zero GRPO reward rises", "sft+grpo beats sft",
+                                           "final format rate"]
     # Table 4 (outcome-only SFT, evaluated code-only) and Figure 4 (per-chapter F1 against SFT samples).
     table4 = (out / "report" / "table4.md").read_text()
     assert "**Reasoning + outcome**" in table4 and "**Outcome only**" in table4 and "| sft-outcome |" in table4
