@@ -15,6 +15,7 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
     overrides = [
         f"out={out}", "admissions=160", "codes=4", "preprocess=[split.min_count=2]",
+        "instruct=[max_steps=4,cpu_threads=1]",
         "grpo=[grpo.max_steps=1,max_train_samples=8,grpo.max_completion_length=8]",
         "sft_grpo=[grpo.max_steps=1,max_train_samples=8,grpo.max_completion_length=8]",
         "distill=[sampling.max_new_tokens=4,limit=24,filters.repair_answer=true,filters.min_words=1]",
@@ -49,4 +50,4 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path, capsys):
     # A second run finds every step done and only rebuilds the report.
     capsys.readouterr()
     assert demo.main(overrides) == 0
-    assert capsys.readouterr().out.count("done earlier, skipped") == 14
+    assert capsys.readouterr().out.count("done earlier, skipped") == 16

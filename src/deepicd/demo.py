@@ -1,11 +1,14 @@
 """`make demo`: every stage of the pipeline, for real, on one CPU, in minutes.
 
-synthetic MIMIC-IV -> preprocess -> tiny model -> R1-zero GRPO (TRL, rule rewards +
-LLM judge served by `transformers serve` on loopback) -> distillation with that
+synthetic MIMIC-IV -> preprocess -> tiny model -> an instruct-like base (SFT on
+the answer format with random codes) -> R1-zero GRPO (TRL, rule rewards + LLM
+judge served by `transformers serve` on loopback) -> distillation with that
 GRPO model as teacher -> SFT -> SFT+GRPO -> outcome-only SFT (the answer alone,
 no teacher: the paper's Table 4) -> evaluation of every model -> the report:
-Table 3, Table 4 and Figure 4 (per-chapter F1 against the distilled SFT samples). Each step runs the `deepicd` command a user would type, in
-a subprocess, so the demo also proves the stages meet only through files.
+Table 3, Table 4 and Figure 4 (per-chapter F1 against the distilled SFT
+samples) -> the checks of `demo_check`. Each step runs the `deepicd` command a
+user would type, in a subprocess, so the demo also proves the stages meet only
+through files.
 
 A finished step leaves a `.done` marker in its folder: rerunning the demo after
 an interruption continues where it stopped (`--fresh` starts over).
@@ -13,8 +16,7 @@ an interruption continues where it stopped (`--fresh` starts over).
 The tiny model is far too small to follow the oracle prompt, so the demo's
 distillation keeps its (noisy) reasoning and writes the gold code as the answer
 (`filters.repair_answer=true`, reported in the distillation report). Everything
-else runs with the settings a real run uses, scaled down.
-"""
+else runs with the settings a real run uses, scaled down."""
 
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class DemoConfig:
     codes_per_category: int = 3
     categories_per_chapter: int = 3
     preprocess: list[str] = field(default_factory=list)
+    instruct: list[str] = field(default_factory=list)  # overrides of the format-only SFT that makes the base
     grpo: list[str] = field(default_factory=list)
     judge: list[str] = field(default_factory=list)
     distill: list[str] = field(default_factory=list)
@@ -101,9 +104,20 @@ class Demo:
                                                "--overwrite"])
         self.step("preprocess", self.data, ["preprocess", "--mimic-dir", str(raw), "--out", str(self.data), "--overwrite",
                                             f"seed={c.seed}", *c.preprocess])
-        base = self.path("models", "base")
-        self.step("tiny model", base, ["tiny-model", "--out", str(base), "--corpus", str(self.data / "train.parquet"),
+        tiny = self.path("models", "tiny")
+        self.step("tiny model", tiny, ["tiny-model", "--out", str(tiny), "--corpus", str(self.data / "train.parquet"),
                                        f"seed={c.seed}"])
+        # The paper starts from an instruct model: teach the tiny one the format and the notes' words, with
+        # codes drawn at random, so it answers in format some of the time but knows nothing of the codes.
+        format_data = self.path("format-data")
+        self.step("format-only SFT data (random codes)", format_data, [
+            "format-data", "--data", str(self.data), "--split", "train", "--out", str(format_data),
+            "--seed", str(c.seed)])
+        instruct = self.path("models", "instruct")
+        self.step("instruct-like base (SFT on the format)", instruct, [
+            "sft", "--config", "tiny-cpu", "--data", str(format_data), "--model", str(tiny), "--out", str(instruct),
+            *c.instruct])
+        base = instruct / "model"
         with transformers_server(self.path("judge-server")) as judge_url:
             print(f"judge: transformers serve at {judge_url}, serving {base}", flush=True)
             judge_overrides = [f"judge.url={judge_url}", f"judge.model={base.resolve()}", *c.judge]
