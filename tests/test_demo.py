@@ -15,6 +15,7 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
     overrides = [
         f"out={out}", "admissions=160", "codes=4", "preprocess=[split.min_count=2]",
+        "instruct=[max_steps=4,cpu_threads=1]",
         "grpo=[grpo.max_steps=1,max_train_samples=8,grpo.max_completion_length=8]",
         "sft_grpo=[grpo.max_steps=1,max_train_samples=8,grpo.max_completion_length=8]",
         "distill=[sampling.max_new_tokens=4,limit=24,filters.repair_answer=true,filters.min_words=1]",
@@ -30,6 +31,14 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path, capsys):
     table = (out / "report" / "table3.md").read_text()
     for group in ("Baselines", "GRPO", "SFT", "SFT+GRPO"):
         assert f"**{group}**" in table
+    assert "| majority (train) |" in table and "| Format |" in table
+    # Both GRPO runs leave their reward history and curves beside the model; the final checks are written.
+    for run in ("grpo", "sft-grpo"):
+        assert (out / run / "reward_curves.png").read_bytes()[:4] == b"\x89PNG"
+        assert "judge" in (out / run / "reward_log.jsonl").read_text()
+    checks = json.loads((out / "report" / "checks.json").read_text())
+    assert [c["name"] for c in checks] == ["grpo chapter F1", "R1-zero GRPO reward rises", "sft+grpo beats sft",
+                                           "final format rate"]
     # Table 4 (outcome-only SFT, evaluated code-only) and Figure 4 (per-chapter F1 against SFT samples).
     table4 = (out / "report" / "table4.md").read_text()
     assert "**Reasoning + outcome**" in table4 and "**Outcome only**" in table4 and "| sft-outcome |" in table4
@@ -41,4 +50,4 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path, capsys):
     # A second run finds every step done and only rebuilds the report.
     capsys.readouterr()
     assert demo.main(overrides) == 0
-    assert capsys.readouterr().out.count("done earlier, skipped") == 14
+    assert capsys.readouterr().out.count("done earlier, skipped") == 16

@@ -13,6 +13,7 @@ from deepicd.commands import tiny_model  # noqa: F401
 from deepicd.commands import distill  # noqa: F401
 from deepicd.commands import sft  # noqa: F401
 from deepicd.commands import sft_data  # noqa: F401
+from deepicd.commands import format_data  # noqa: F401
 from deepicd.commands import evaluate, report  # noqa: F401
 from deepicd.commands import synth_mimic, preprocess  # noqa: F401
 from deepicd.commands import train_grpo  # noqa: F401
@@ -50,6 +51,7 @@ app.command("tiny-model")(tiny_model.main)
 app.command("distill")(distill.main)
 app.command("sft")(sft.main)
 app.command("sft-data")(sft_data.main)
+app.command("format-data")(format_data.main)
 app.command("evaluate")(evaluate.main)
 app.command("report")(report.main)
 app.command("synth-mimic")(synth_mimic.main)

@@ -205,3 +205,29 @@ def test_figure4_plots_chapter_f1_against_sft_samples(tmp_path):
     assert refused.exit_code == 2 and "no 'per_chapter' list" in refused.output
     missing = runner.invoke(app, ["report", str(a), "--out", str(out), "--sft-stats", str(tmp_path / "nope.json")])
     assert missing.exit_code == 2 and "SFT stats file not found" in missing.output
+
+
+def test_table3_shows_the_majority_row_the_format_rate_and_f1_intervals(tmp_path, data_dir):
+    rows = [{"gold": gold, "completion": answer(gold) if i % 3 else "no answer"} for i, gold in enumerate(TEST)]
+    predictions = write_jsonl(tmp_path / "outputs.jsonl", rows)
+    evaluation = tmp_path / "runs" / "sft-tiny"
+    result = runner.invoke(app, ["evaluate", "--predictions", str(predictions), "--data", str(data_dir), "--out",
+                                 str(evaluation), "--stage", "sft", "bootstrap.samples=50", "plots=false"])
+    assert result.exit_code == 0, result.output
+    baseline = fake_run(tmp_path / "runs", "qwen-base", 0.2, {"stage": "baseline"})
+    out = tmp_path / "table"
+    assert runner.invoke(app, ["report", str(baseline), str(evaluation), "--out", str(out)]).exit_code == 0
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    lines = (out / "table3.md").read_text().splitlines()
+    assert lines[0].endswith("| Full code F1 | Format |")
+    names = [line.split(" | ")[0] for line in lines[2:6]]
+    assert names == ["| **Baselines**", "| qwen-base", "| majority (train)", "| **SFT**"]
+    majority = metrics["baselines"]["majority_scores"]["chapter"]
+    assert f"| majority (train) | {majority['macro_recall'] * 100:.1f} |" in lines[4] and lines[4].endswith("| – |")
+    sft = next(line for line in lines if line.startswith("| sft-tiny |"))
+    low, high = metrics["intervals"]["chapter"]["macro_f1"]
+    assert f"{metrics['chapter']['macro_f1'] * 100:.1f} [{low * 100:.1f}, {high * 100:.1f}]" in sft
+    assert sft.endswith(f"| {metrics['format_rate'] * 100:.1f} |") and 0 < metrics["format_rate"] < 1
+    parsed = list(csv.DictReader(io.StringIO((out / "table3.csv").read_text())))
+    assert parsed[1]["run"] == "majority (train)" and parsed[2]["format"] == f"{metrics['format_rate'] * 100:.1f}"
+    assert parsed[0]["format"] == "" and float(parsed[2]["chapter_F1_lo"]) <= float(parsed[2]["chapter_F1"])

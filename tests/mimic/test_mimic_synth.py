@@ -118,3 +118,24 @@ def test_long_notes_are_longer(tmp_path):
     long = write_synthetic_mimic(tmp_path / "long", 40, seed=1, codes=5, length="long")
     words = [sum(len(r["text"].split()) for r in _read(p / "note/discharge.csv.gz")) for p in (short, long)]
     assert words[1] > 1.3 * words[0]
+
+
+def test_clustered_codes_make_the_three_levels_different_tasks(tmp_path):
+    """Several codes per category and several categories per chapter, so the levels can disagree."""
+    mimic = write_synthetic_mimic(tmp_path / "mimic", 500, seed=3, codes=48, codes_per_category=3,
+                                  categories_per_chapter=3)
+    diagnoses = _read(mimic / "hosp/diagnoses_icd.csv.gz")
+    first = {row["icd_code"].strip() for row in diagnoses if row["seq_num"] == 1 and row["icd_version"] == 10}
+    categories = Counter(code[:3] for code in first)
+    chapters = Counter(icd.chapter(code).number for code in categories)
+    assert len(first) >= 40 and len(categories) <= len(first) / 2 and len(chapters) <= len(categories) / 2
+    assert sum(count >= 2 for count in categories.values()) >= len(categories) * 3 // 4
+    assert sum(count >= 2 for count in chapters.values()) >= len(chapters) * 3 // 4
+    notes = " ".join(row["text"] for row in _read(mimic / "note/discharge.csv.gz"))
+    siblings = [code for code in first if categories[code[:3]] >= 2][:6]
+    assert all(icd.tabular_entries(code)[0].description in notes for code in siblings)  # each sibling has its own words
+
+
+def test_clustered_vocabulary_refuses_sizes_it_cannot_hold(tmp_path):
+    with pytest.raises(ValueError, match="codes per category"):
+        write_synthetic_mimic(tmp_path / "mimic", 10, codes=100_000, codes_per_category=3, categories_per_chapter=3)

@@ -103,6 +103,10 @@ def test_tiny_cpu_preset_trains_saves_a_loadable_model_and_resumes(tmp_path, dat
     assert {"torch", "transformers", "trl", "deepicd"} <= set(manifest["versions"])
     logs = manifest["training"]["last_logs"][-1]
     assert {"rewards/outcome/mean", "rewards/format/mean", "rewards/extra_pairs/mean", "rewards/empty/mean"} <= set(logs)
+    # The whole reward history and its curves lie beside the model.
+    curve = [json.loads(line) for line in (out / "reward_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in curve] == [1, 2, 3] and {"reward", "outcome", "format"} <= set(curve[0])
+    assert (out / "reward_curves.png").read_bytes()[:4] == b"\x89PNG"
 
     # Rerun with one more step: it continues from the last checkpoint instead of starting over.
     result = CliRunner().invoke(app, args + ["grpo.max_steps=4"])

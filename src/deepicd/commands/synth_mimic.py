@@ -17,6 +17,8 @@ def main(
     codes: Optional[int] = typer.Option(None, "--codes", "-k", min=1, help="Number of distinct first (target) codes, long-tailed. Default: one per 15 admissions, at most 6,400 (the paper's ratio and count). Use 20-50 for a CPU demo."),
     icd9_fraction: float = typer.Option(0.15, "--icd9-fraction", min=0.0, max=1.0, help="Share of admissions coded in ICD-9 (excluded by preprocess, as in the paper)."),
     length: str = typer.Option("short", "--length", help="Note length: 'short' (admission notes of about 100-250 words, for small models) or 'long' (closer to real MIMIC notes)."),
+    codes_per_category: int = typer.Option(1, "--codes-per-category", min=1, help="Draw the codes in clusters of this many per category (with --categories-per-chapter), so chapter, category and full-code scores differ. 1: every code drawn on its own."),
+    categories_per_chapter: int = typer.Option(1, "--categories-per-chapter", min=1, help="Categories drawn per chapter when the codes are clustered (see --codes-per-category)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
 ) -> None:
     """Write a synthetic MIMIC-IV (hosp/ + note/) with real column names, note layout and ICD-10-CM codes."""
@@ -31,7 +33,7 @@ def main(
             try:
                 write_synthetic_mimic(
                     out, admissions, seed, codes, icd9_fraction=icd9_fraction, length=length,
-                    overwrite=overwrite, progress=lambda done: bar.update(done - bar.n),
+                    codes_per_category=codes_per_category, categories_per_chapter=categories_per_chapter, overwrite=overwrite, progress=lambda done: bar.update(done - bar.n),
                 )
             except ValueError as exc:
                 raise UserError(str(exc)) from None

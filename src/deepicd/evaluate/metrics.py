@@ -202,11 +202,14 @@ def majority_baselines(
     `frequency[level]` counts the reference labels (train when known, else gold).
     """
     result: dict[str, object] = {}
-    labels = {}
+    labels, scores = {}, {}
     for level in LEVELS:
         label = majority_label(frequency[level])
         labels[level] = label
-        result[f"majority_{level}_macro_f1"] = score_encoded(constant_prediction(gold[level], label)).macro_f1
+        scored = score_encoded(constant_prediction(gold[level], label)).scores()
+        result[f"majority_{level}_macro_f1"] = scored["macro_f1"]
+        scores[level] = {key: scored[key] for key in ("macro_recall", "macro_precision", "macro_f1")}
+    result["majority_scores"] = scores  # the majority row of Table 3
     result["majority_labels"] = labels
     result["majority_source"] = source
     return result

@@ -4,6 +4,11 @@ Each run contributes macro recall, precision and F1 at chapter, category and
 full-code level, as percentages with one decimal. Runs are grouped the way the
 paper groups them (Baselines, GRPO, SFT, SFT+GRPO) by the `method` or `stage`
 their evaluation manifest records; a run that records neither lands in Other.
+
+Beside the paper's columns, each row shows its format rate (well-formed
+answers, the first thing a small model gets wrong) and, when the evaluation
+drew them, bootstrap intervals of F1; the Baselines group gains the majority
+row (always the most frequent train label) that every model must beat.
 """
 
 from __future__ import annotations
@@ -106,44 +111,92 @@ def load_runs(paths: list[Path]) -> list[Run]:
     return runs
 
 
+def _percent(value) -> float | None:
+    return round(float(value) * 100, 1) if isinstance(value, (int, float)) else None
+
+
 def row_of(run: Run, group: str | None = None) -> dict[str, object]:
-    """One table row: the run's name, its group (or `group`), scores in percent with one decimal, n."""
+    """One table row: name, group (or `group`), scores in percent with one decimal, F1 interval, format rate, n."""
     row: dict[str, object] = {"group": group or run.group, "run": run.name}
+    intervals = run.metrics.get("intervals") or {}
     for level in LEVELS:
         for key, short in COLUMNS:
             row[f"{level}_{short}"] = round(float(run.metrics[level][key]) * 100, 1)
+        bounds = (intervals.get(level) or {}).get("macro_f1") or (None, None)
+        row[f"{level}_F1_lo"], row[f"{level}_F1_hi"] = _percent(bounds[0]), _percent(bounds[1])
+    row["format"] = _percent(run.metrics.get("format_rate"))
     row["n"] = run.metrics.get("n", "")
     return row
 
 
+def majority_row(runs: list[Run]) -> dict[str, object] | None:
+    """The majority baseline of the first run that recorded one (runs on the same test notes share it)."""
+    for run in runs:
+        baselines = run.metrics.get("baselines") or {}
+        scores = baselines.get("majority_scores")
+        if not scores:
+            continue
+        row: dict[str, object] = {"group": "Baselines", "run": f"majority ({baselines.get('majority_source', 'train')})"}
+        for level in LEVELS:
+            for key, short in COLUMNS:
+                row[f"{level}_{short}"] = _percent(scores[level][key])
+            row[f"{level}_F1_lo"] = row[f"{level}_F1_hi"] = None
+        row["format"] = None
+        row["n"] = run.metrics.get("n", "")
+        return row
+    return None
+
+
 def rows(runs: list[Run]) -> list[dict[str, object]]:
-    """One row per run, grouped in Table 3 order (input order within a group); scores in percent, one decimal."""
-    return [row_of(run) for run in sorted(runs, key=lambda r: GROUPS.index(r.group))]
+    """One row per run, grouped in Table 3 order (input order within a group), the majority row last of the
+    Baselines; scores in percent, one decimal."""
+    ordered = [row_of(run) for run in sorted(runs, key=lambda r: GROUPS.index(r.group))]
+    majority = majority_row(runs)
+    if majority is not None:
+        at = sum(row["group"] == "Baselines" for row in ordered)
+        ordered.insert(at, majority)
+    return ordered
 
 
-TABLE3_NOTE = "Macro recall (R), precision (P) and F1 in percent, per level, as in Table 3 of the paper."
+TABLE3_NOTE = (
+    "Macro recall (R), precision (P) and F1 in percent, per level, as in Table 3 of the paper; brackets: the "
+    "evaluation's bootstrap interval of F1; Format: well-formed answers (%); majority: the most frequent train "
+    "label at every level."
+)
+
+
+def _cell(value) -> str:
+    return "–" if value is None or value == "" else f"{value:.1f}"
+
+
+def _f1_cell(row: dict[str, object], level: str) -> str:
+    low, high = row.get(f"{level}_F1_lo"), row.get(f"{level}_F1_hi")
+    interval = f" [{low:.1f}, {high:.1f}]" if low is not None and high is not None else ""
+    return _cell(row[f"{level}_F1"]) + interval
 
 
 def to_markdown(table: list[dict[str, object]], note: str = TABLE3_NOTE) -> str:
-    header = ["Model"] + [f"{LEVEL_HEADERS[level]} {short}" for level in LEVELS for _, short in COLUMNS]
+    header = ["Model"] + [f"{LEVEL_HEADERS[level]} {short}" for level in LEVELS for _, short in COLUMNS] + ["Format"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "|".join("---:" for _ in header[1:]) + "|"]
     current = None
     for row in table:
         if row["group"] != current:
             current = row["group"]
             lines.append(f"| **{current}** |" + " |" * (len(header) - 1))
-        values = [f"{row[f'{level}_{short}']:.1f}" for level in LEVELS for _, short in COLUMNS]
-        lines.append("| " + " | ".join([str(row["run"])] + values) + " |")
+        values = [_f1_cell(row, level) if short == "F1" else _cell(row[f"{level}_{short}"])
+                  for level in LEVELS for _, short in COLUMNS]
+        lines.append("| " + " | ".join([str(row["run"])] + values + [_cell(row.get("format"))]) + " |")
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
 def to_csv(table: list[dict[str, object]]) -> str:
-    fields = ["group", "run"] + [f"{level}_{short}" for level in LEVELS for _, short in COLUMNS] + ["n"]
+    fields = (["group", "run"] + [f"{level}_{short}" for level in LEVELS for _, short in COLUMNS]
+              + [f"{level}_F1_{end}" for level in LEVELS for end in ("lo", "hi")] + ["format", "n"])
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in table:
-        writer.writerow({k: (f"{v:.1f}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.1f}" if isinstance(v, float) else "" if v is None else v) for k, v in row.items()})
     return buffer.getvalue()
 
 

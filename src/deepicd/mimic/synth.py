@@ -38,7 +38,7 @@ import pyarrow.csv as pacsv
 
 from deepicd.mimic import phrases
 from deepicd.mimic.synth_codes import (
-    CodeProfile, choose_vocabulary, cumulative, default_vocabulary, profile, zipf_weights,
+    CodeProfile, choose_grouped_vocabulary, choose_vocabulary, cumulative, default_vocabulary, profile, zipf_weights,
 )
 from deepicd.mimic.synth_notes import Admission, NoteWriter
 from deepicd.mimic.tables import TABLE_COLUMNS
@@ -56,12 +56,17 @@ def _timestamp(moment: dt.datetime | None) -> str | None:
 class _Generator:
     """Draws patients, admissions, codes and notes from one random stream, chunk by chunk."""
 
-    def __init__(self, admissions: int, seed: int, codes: int | None, icd9_fraction: float, length: str):
+    def __init__(self, admissions: int, seed: int, codes: int | None, icd9_fraction: float, length: str,
+                 per_category: int = 1, per_chapter: int = 1):
         self.rng = random.Random(seed)
         self.total = admissions
         self.icd9_fraction = icd9_fraction
         size = codes if codes is not None else default_vocabulary(admissions)
-        self.vocabulary = [profile(code) for code in choose_vocabulary(self.rng, size)]
+        if per_category == 1 and per_chapter == 1:
+            chosen = choose_vocabulary(self.rng, size)
+        else:
+            chosen = choose_grouped_vocabulary(self.rng, size, per_category, per_chapter)
+        self.vocabulary = [profile(code) for code in chosen]
         self.cumulative = cumulative(zipf_weights(size))
         self.comorbid = [profile(code) for code in phrases.COMORBIDITIES]
         self.note = NoteWriter(self.rng, long=length == "long")
@@ -201,6 +206,8 @@ def write_synthetic_mimic(
     *,
     icd9_fraction: float = 0.15,
     length: str = "short",
+    codes_per_category: int = 1,
+    categories_per_chapter: int = 1,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
@@ -208,7 +215,10 @@ def write_synthetic_mimic(
 
     `codes` is the number of distinct first codes (default: one per 15
     admissions, at most 6,400, the paper's ratio and count); `length` "short" keeps admission notes near 100-250 words for small
-    models, "long" writes fuller notes. `progress` is called with the number of
+    models, "long" writes fuller notes. `codes_per_category` and
+    `categories_per_chapter` above 1 draw the codes in clusters
+    (`synth_codes.choose_grouped_vocabulary`) so that chapter, category and
+    full-code scores differ; 1 and 1 draw every code on its own. `progress` is called with the number of
     admissions written after each chunk.
     """
     if admissions < 1:
@@ -220,7 +230,7 @@ def write_synthetic_mimic(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-    generator = _Generator(admissions, seed, codes, icd9_fraction, length)
+    generator = _Generator(admissions, seed, codes, icd9_fraction, length, codes_per_category, categories_per_chapter)
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     try:

@@ -87,6 +87,45 @@ def choose_vocabulary(rng: random.Random, size: int) -> list[str]:
     return list(chosen)
 
 
+def choose_grouped_vocabulary(rng: random.Random, size: int, per_category: int, per_chapter: int) -> list[str]:
+    """`size` leaf codes in clusters: `per_chapter` categories of each drawn chapter, `per_category` codes each.
+
+    Independent draws (`choose_vocabulary`) give about one code per category and
+    one category per chapter at demo sizes, so chapter, category and full-code
+    F1 measure the same thing. Clusters make the levels differ: a model may know
+    the chapter yet miss the category, or the category yet miss the code.
+    Chapters are drawn without replacement, weighted like principal diagnoses;
+    the codes are shuffled before they get their frequency ranks, so the head
+    of the long tail is not one chapter.
+    """
+    if per_category < 1 or per_chapter < 1:
+        raise ValueError("codes per category and categories per chapter must be at least 1")
+    by_chapter: dict[int, list[list[str]]] = {}
+    for number, pool in _candidates_by_chapter().items():
+        categories: dict[str, list[str]] = {}
+        for code in pool:
+            categories.setdefault(code[:3], []).append(code)
+        usable = [codes for _, codes in sorted(categories.items()) if len(codes) >= per_category]
+        if len(usable) >= per_chapter:
+            by_chapter[number] = usable
+    chapters = sorted(by_chapter)
+    capacity = len(chapters) * per_chapter * per_category
+    if size < 1 or size > capacity:
+        raise ValueError(f"a vocabulary of {per_category} codes per category and {per_chapter} categories per chapter "
+                         f"holds between 1 and {capacity} codes, not {size}")
+    weights = [phrases.FIRST_CODE_CHAPTER_WEIGHTS[number] for number in chapters]
+    chosen: list[str] = []
+    while len(chosen) < size:
+        index = rng.choices(range(len(chapters)), weights)[0]
+        number = chapters.pop(index)
+        weights.pop(index)
+        for category in rng.sample(by_chapter[number], per_chapter):
+            chosen.extend(rng.sample(category, per_category))
+    chosen = chosen[:size]
+    rng.shuffle(chosen)
+    return chosen
+
+
 def default_vocabulary(admissions: int) -> int:
     """About 15 admissions per distinct first code, as in the paper (93k notes, 6,369 codes), at most 6,400."""
     return max(1, min(PAPER_VOCABULARY, admissions // 15))

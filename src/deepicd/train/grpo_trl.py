@@ -182,7 +182,7 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
     from deepicd.prompts import task
     from deepicd.rewards.config import load_reward_config
     from deepicd.rewards.trl_entry import reward_functions
-    from deepicd.train import grpo_memory
+    from deepicd.train import grpo_memory, reward_curves
 
     if torch.cuda.is_available() and torch.cuda.device_count() > 1:
         raise UserError(
@@ -212,6 +212,7 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
     model_dir = out / "model"
     _save(trainer, tokenizer, model_dir)
     history = trainer.state.log_history
+    log_path, figure = reward_curves.write(history, out)
     record = {
         "stage": config.stage,
         "backend": "trl",
@@ -225,7 +226,8 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
         "data": {"train": {"path": str(data_path), "sha256": manifest.sha256_file(data_path), "rows": len(dataset),
                            "dropped_too_long": dropped}},
         "training": {"global_step": trainer.state.global_step, "resumed_from": resume, "use_vllm": vllm,
-                     "device": str(trainer.accelerator.device), "last_logs": _last_logs(history)},
+                     "device": str(trainer.accelerator.device), "last_logs": _last_logs(history),
+                     "reward_log": log_path.name, "reward_curves": figure.name if figure else None},
         "versions": manifest.versions(VERSIONED),
         "started": started_at,
         "finished": manifest.now(),
