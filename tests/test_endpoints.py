@@ -53,3 +53,13 @@ def test_api_key_comes_from_the_named_variable(monkeypatch):
     assert api_key_from_env("") == "EMPTY"
     monkeypatch.delenv("MY_JUDGE_KEY")
     assert api_key_from_env("MY_JUDGE_KEY") == "EMPTY"
+
+
+@pytest.mark.parametrize("url, loopback", [
+    ("http://127.0.0.1:8000/v1", True), ("http://127.0.0.2:8000/v1", True), ("http://localhost:8000/v1", True),
+    ("http://[::1]:8000/v1", True), ("http://10.0.0.7:8000/v1", False), ("http://judge.internal/v1", False),
+])
+def test_is_loopback_tells_this_machine_from_the_cluster(url, loopback):
+    from deepicd.endpoints import is_loopback
+
+    assert is_loopback(url) is loopback

@@ -63,6 +63,17 @@ def check_endpoint(url: str, allowed_hosts: list[str] | tuple[str, ...] = (), al
     )
 
 
+def is_loopback(url: str) -> bool:
+    """True when the URL's host is this machine only (127.0.0.0/8, ::1, localhost): unreachable from other nodes."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def redact(url: str) -> str:
     """The URL without user info (user:password@), for logs and error messages."""
     parts = urlsplit(url)

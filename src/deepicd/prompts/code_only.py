@@ -6,7 +6,7 @@ answer alone, training targets that hold only `<diagnosis>CODE</diagnosis>`
 (`deepicd sft-data`), and a reading of its output that expects no think block
 (`parse`). Nothing is prefilled: the assistant turn starts with the answer.
 Its instructions are the task prompt's (`prompts.task`) minus the reasoning; like
-it, the format example shows the placeholder CODE, never a real code, which an
+it, the format example writes the word CODE, never a real code, which an
 untrained model would copy. Bump `VERSION` whenever the wording changes:
 manifests record it.
 """

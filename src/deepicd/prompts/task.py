@@ -7,7 +7,7 @@ procedures, likely outcomes, coding practice) rather than stopping at what is
 already diagnosed; reason first inside `<think>`, then give exactly one code
 inside `<diagnosis>`, nothing outside the tags, no invented codes.
 
-The format example shows the placeholder `CODE`, never a real code: an
+The format example writes the word `CODE`, never a real code: an
 untrained policy copies whatever code the example shows (the earlier version
 showed `I214`), which would bias both its first rollouts and a zero-shot
 baseline towards that code. `tests/test_task_prompt.py` checks every

@@ -169,19 +169,6 @@ def judge_enabled(config: GRPORunConfig) -> bool:
     return JUDGE in load_reward_config(config.reward.preset, list(config.reward.overrides)).components
 
 
-def _is_loopback_url(url: str) -> bool:
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    host = (urlsplit(url).hostname or "").lower()
-    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_judge_placement(config: GRPORunConfig) -> None:
     """Refuse judge settings that cannot work where VERL runs the reward workers.
 
@@ -192,12 +179,13 @@ def check_judge_placement(config: GRPORunConfig) -> None:
     """
     if not judge_enabled(config):
         return
+    from deepicd.endpoints import is_loopback
     from deepicd.rewards.config import load_reward_config
     from deepicd.rewards.verl_entry import check_timeout
 
     v = config.verl
     judge = load_reward_config(config.reward.preset, list(config.reward.overrides)).judge
-    if (v.nnodes > 1 or v.ray_address) and _is_loopback_url(judge.url):
+    if (v.nnodes > 1 or v.ray_address) and is_loopback(judge.url):
         where = f"verl.nnodes={v.nnodes}" if v.nnodes > 1 else f"verl.ray_address={v.ray_address}"
         raise ConfigError(
             f"invalid grpo config: the judge URL {judge.url} is a loopback address, but with {where} VERL runs "
@@ -343,8 +331,9 @@ TEMPLATE_AT_LAUNCH = "<the chat template of {model} with the {prefill} prefill, 
 def dry_run_command(config: GRPORunConfig) -> tuple[list[str], list[str]]:
     """The command, and notes on what this machine lacks; a login node need not have the model or the data.
 
-    Without the model, the chat-template override cannot be rendered here; it
-    is shown as a placeholder that the real launch fills in from the model.
+    Without the model, the chat-template override cannot be rendered here; the
+    line shows `TEMPLATE_AT_LAUNCH` in its place, and the launch reads the
+    template from the model.
     """
     from deepicd.rewards.config import load_reward_config
     from deepicd.train.data import verl_file
@@ -360,8 +349,8 @@ def dry_run_command(config: GRPORunConfig) -> tuple[list[str], list[str]]:
         template = prefill_template(base, prefill, special)
     except UserError as exc:
         template = TEMPLATE_AT_LAUNCH.format(model=config.model, prefill=prefill)
-        notes.append(f"model not available here ({exc}); actor_rollout_ref.model.custom_chat_template is shown as a "
-                     "placeholder and is read from the model's tokenizer when the run is launched")
+        notes.append(f"model not available here ({exc}); actor_rollout_ref.model.custom_chat_template is described, "
+                     "not rendered: the launch reads it from the model's tokenizer")
     for split in ("train", "val"):
         if not verl_file(config.data_dir, split).is_file():
             notes.append(f"data file not found here: {verl_file(config.data_dir, split)} (--preflight checks it)")
