@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deepicd.config import CONFIG_ROOT, FOREIGN_GROUPS, SCHEMAS, ConfigError, available_presets, load, schema_for
+from deepicd.config import CONFIG_ROOT, FOREIGN_GROUPS, SCHEMAS, available_presets, load, schema_for
+from deepicd.errors import ConfigError
 
 GROUPS = sorted(
     p.name for p in CONFIG_ROOT.iterdir() if p.is_dir() and any(p.glob("*.yaml")) and p.name not in FOREIGN_GROUPS

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from deepicd import models, tiny
 from deepicd.cli import app
-from deepicd.commands import UserError
-from deepicd.config import ConfigError, available_presets
+from deepicd.errors import UserError
+from deepicd.config import available_presets
+from deepicd.errors import ConfigError
 from deepicd.prompts import task
 
 NOTE = "CHIEF COMPLAINT: back pain radiating to the left leg\n\nMEDICAL HISTORY: lumbar disc herniation"

@@ -16,13 +16,11 @@ from typing import Any, Sequence, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from deepicd.errors import ConfigError
+
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A preset, file or override that cannot be turned into the stage's schema."""
 
 
 # Which dataclass validates each config group; a test loads every shipped preset through this.

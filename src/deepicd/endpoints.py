@@ -15,13 +15,15 @@ import os
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
+from deepicd.errors import UserError
+
 ALLOW_HINT = (
     "If this server is yours and the data use agreement permits it, add the host to 'allowed_hosts' "
     "or pass --allow-external-endpoint (config: allow_external_endpoint=true)."
 )
 
 
-class EndpointRefused(ValueError):
+class EndpointRefused(UserError, ValueError):
     """A URL that would send MIMIC text off the user's own machines or cluster."""
 
 

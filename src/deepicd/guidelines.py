@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from deepicd import icd
+from deepicd.errors import UserError
 
 DEFAULT_MAX_CHARS = 4000
 TABULAR_FALLBACK = "tabular-fallback"
@@ -29,7 +30,7 @@ _FILE_PATTERN = re.compile(r"chapter_(\d+)\.json")
 _TRUNCATED = " [...]"
 
 
-class GuidelineError(ValueError):
+class GuidelineError(UserError, ValueError):
     """A guideline folder or file that cannot be read; the message names the path."""
 
 

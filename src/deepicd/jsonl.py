@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 
 
 class JsonlError(UserError):

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 
 if TYPE_CHECKING:
     import torch

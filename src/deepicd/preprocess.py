@@ -23,7 +23,7 @@ from typing import Optional
 import pyarrow as pa
 
 from deepicd import config as config_lib
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.mimic import sections, tables
 from deepicd.mimic.collect import collect, locate_inputs
 from deepicd.mimic.ontology import OntologyService

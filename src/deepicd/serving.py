@@ -21,8 +21,10 @@ from typing import Iterator
 
 import httpx
 
+from deepicd.errors import DeepicdError
 
-class ServerError(RuntimeError):
+
+class ServerError(DeepicdError, RuntimeError):
     """The server could not be started or did not become healthy in time."""
 
 

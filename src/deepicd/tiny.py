@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from deepicd.commands import UserError
-from deepicd.config import ConfigError
+from deepicd.errors import UserError
+from deepicd.errors import ConfigError
 from deepicd.manifest import staged_directory
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")

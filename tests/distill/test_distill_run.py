@@ -9,7 +9,7 @@ import pytest
 from distill_fakes import InProcessTeacher
 
 from deepicd import config as configuration
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.distill import run as distill
 from deepicd.distill.store import read_rows
 from deepicd.prompts import task

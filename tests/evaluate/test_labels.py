@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.evaluate.labels import NIL, UNKNOWN_CHAPTER, LabelSpace, gold_levels, project_predictions, read_labels
 
 SPACE = LabelSpace(frozenset({"I214", "J189", "K359", "A419", "C4A10"}), "test")

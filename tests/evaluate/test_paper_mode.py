@@ -9,7 +9,7 @@ from evalkit import TEST, answer, write_jsonl
 from typer.testing import CliRunner
 
 from deepicd.cli import app
-from deepicd.config import ConfigError
+from deepicd.errors import ConfigError
 from deepicd.evaluate.config import load_evaluate_config
 
 runner = CliRunner()

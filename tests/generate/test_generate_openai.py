@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.generate import GenerationRequest, GeneratorConfig, SamplingConfig, build_generator
 from deepicd.generate.openai_backend import OpenAIGenerator
 from deepicd.generate.render import prompt_ids, server_prompt_text

@@ -6,8 +6,9 @@ import copy
 
 import pytest
 
-from deepicd.commands import UserError
-from deepicd.config import ConfigError, to_schema
+from deepicd.errors import UserError
+from deepicd.config import to_schema
+from deepicd.errors import ConfigError
 from deepicd.generate import GenerationRequest, GeneratorConfig, SamplingConfig, build_generator
 from deepicd.generate import sampling as rules
 from deepicd.generate.config import validate

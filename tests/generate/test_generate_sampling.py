@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.generate import SamplingConfig
 from deepicd.generate import sampling as rules
 

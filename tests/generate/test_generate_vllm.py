@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.generate import GeneratorConfig, SamplingConfig, build_generator
 from deepicd.generate.render import prompt_ids
 from deepicd.generate.vllm_backend import engine_kwargs, gpu_groups, sampling_params_kwargs

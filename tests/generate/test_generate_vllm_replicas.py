@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import vllm_standin
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.generate import GenerationRequest, GeneratorConfig, SamplingConfig
 from deepicd.generate import vllm_backend
 from deepicd.generate.render import prompt_ids, stop_token_ids

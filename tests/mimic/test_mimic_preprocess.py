@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from mimickit import Mimic, preprocess, standard_sections, summary
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.prompts import task
 
 

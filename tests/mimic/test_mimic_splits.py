@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
+from deepicd.errors import UserError
 from deepicd.mimic import splits
 
 
@@ -77,7 +78,7 @@ def test_a_zero_share_split_stays_empty_and_bad_ratios_are_refused():
     subjects, codes = _cohort(patients=300)
     result = splits.assign(subjects, codes, (0.8, 0.0, 0.2), min_count=1, seed=0)
     assert 1 not in set(result.tolist())
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="split ratios"):
         splits.assign(subjects, codes, (0.5, 0.5))
     with pytest.raises(ValueError):
         splits.assign(subjects, codes[:-1])

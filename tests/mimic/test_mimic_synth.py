@@ -11,6 +11,7 @@ import pytest
 from mimickit import ADMISSION_COLUMNS, DIAGNOSIS_COLUMNS, NOTE_COLUMNS, PATIENT_COLUMNS
 
 from deepicd import icd
+from deepicd.errors import UserError
 from deepicd.mimic.synth import write_synthetic_mimic
 
 FILES = {
@@ -137,5 +138,5 @@ def test_clustered_codes_make_the_three_levels_different_tasks(tmp_path):
 
 
 def test_clustered_vocabulary_refuses_sizes_it_cannot_hold(tmp_path):
-    with pytest.raises(ValueError, match="codes per category"):
+    with pytest.raises(UserError, match="codes per category"):
         write_synthetic_mimic(tmp_path / "mimic", 10, codes=100_000, codes_per_category=3, categories_per_chapter=3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.plan import (
     GB,
     GIB,

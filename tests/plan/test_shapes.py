@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.plan import GIB, bundled_shapes, from_config, model_shape
 from deepicd.plan.shapes import SHAPES_DIR
 

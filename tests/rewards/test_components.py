@@ -95,7 +95,7 @@ def test_case_sensitive_pattern(scorer):
 
 
 def test_unknown_component_is_rejected():
-    from deepicd.config import ConfigError
+    from deepicd.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown reward component"):
         load_reward_config("paper", ["components=[outcome,bonus]"])

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from typer.testing import CliRunner
 
-from deepicd.config import ConfigError
+from deepicd.errors import ConfigError
 from deepicd.endpoints import EndpointRefused
 from deepicd.prompts import judge as judge_prompt
 from deepicd.rewards.config import JudgeConfig, load_reward_config

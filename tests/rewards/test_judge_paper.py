@@ -16,7 +16,7 @@ import pytest
 from test_judge import SCRIPTS, FakeJudgeServer, config_for, rate, request
 
 from deepicd import guidelines
-from deepicd.config import ConfigError
+from deepicd.errors import ConfigError
 from deepicd.prompts import judge as judge_prompt
 from deepicd.rewards.config import load_reward_config
 from deepicd.rewards.judge import build_judge

@@ -11,7 +11,7 @@ from sft_kit import TraceTeacher, admissions
 
 from deepicd import config as configuration
 from deepicd import models
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.distill import run as distill
 from deepicd.train import sft
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from deepicd import config as configuration
 from deepicd.cli import app
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.plan.shapes import SHAPES_DIR
 from deepicd.train import sft
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from deepicd import config as configuration
 from deepicd.cli import app
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.train import sft
 
 # Few steps, a high learning rate, one thread: two cores learn the format in 1.5-3 minutes (more when shared).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepicd.config import ConfigError
+from deepicd.errors import ConfigError
 from deepicd.rewards.config import load_reward_config
 from deepicd.train.grpo_config import load_run_config, presets
 

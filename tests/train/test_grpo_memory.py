@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deepicd.cli import app
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.train import grpo_memory, grpo_verl
 from deepicd.train.grpo_config import load_run_config, presets, validate
 

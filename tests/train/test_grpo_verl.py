@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from deepicd.cli import app
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.prompts import task
 from deepicd.serving import free_port
 from deepicd.train import grpo_verl

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from deepicd.config import ConfigError
+from deepicd.errors import ConfigError
 from deepicd.train import grpo_verl
 from deepicd.train.grpo_config import GRPOSettings, load_run_config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepicd.config import ConfigError
+from deepicd.errors import ConfigError
 from deepicd.train import grpo_verl
 from deepicd.train.grpo_config import load_run_config
 

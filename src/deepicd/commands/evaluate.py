@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from deepicd.commands import UserError, user_errors
+from deepicd.commands import user_errors
+from deepicd.errors import UserError
 
 
 def main(

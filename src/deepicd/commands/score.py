@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from deepicd.commands import UserError, user_errors
+from deepicd.commands import user_errors
+from deepicd.errors import UserError
 
 
 def main(
@@ -24,7 +25,7 @@ def main(
     """Score completions with a reward preset: the same reward GRPO trains with, one row per input row."""
     from deepicd.rewards.config import load_reward_config
     from deepicd.rewards.scorer import RewardScorer
-    from deepicd.scoring import InputError, score_file
+    from deepicd.scoring import score_file
 
     with user_errors():
         if (preset is None) == (config is None):
@@ -37,11 +38,6 @@ def main(
         if allow_external_endpoint:
             extra.append("judge.allow_external_endpoint=true")
         reward_config = load_reward_config(str(config or preset), extra)
-        try:
-            scorer = RewardScorer(reward_config)
-            count = score_file(scorer, input, output, batch_size=batch_size)
-        except InputError as exc:
-            raise UserError(str(exc)) from None
-        except ValueError as exc:  # endpoint refusals and bad judge settings
-            raise UserError(str(exc)) from None
+        scorer = RewardScorer(reward_config)
+        count = score_file(scorer, input, output, batch_size=batch_size)
         typer.echo(f"scored {count} rows -> {output}")

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from deepicd.commands import UserError, user_errors
+from deepicd.commands import user_errors
+from deepicd.errors import UserError
 
 
 def main(
@@ -30,11 +31,9 @@ def main(
         if out.exists() and not overwrite:
             raise UserError(f"{out} already exists; pass --overwrite to replace it")
         with tqdm(total=admissions, unit="adm", desc="synth-mimic", leave=False) as bar:
-            try:
-                write_synthetic_mimic(
-                    out, admissions, seed, codes, icd9_fraction=icd9_fraction, length=length,
-                    codes_per_category=codes_per_category, categories_per_chapter=categories_per_chapter, overwrite=overwrite, progress=lambda done: bar.update(done - bar.n),
-                )
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
+            write_synthetic_mimic(
+                out, admissions, seed, codes, icd9_fraction=icd9_fraction, length=length,
+                codes_per_category=codes_per_category, categories_per_chapter=categories_per_chapter,
+                overwrite=overwrite, progress=lambda done: bar.update(done - bar.n),
+            )
     typer.echo(f"wrote {admissions} synthetic admissions -> {out}")

@@ -32,7 +32,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from deepicd import icd
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.distill import filters as trace_filters
 from deepicd import manifest
 from deepicd.distill.filters import FilterConfig

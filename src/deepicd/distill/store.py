@@ -23,8 +23,10 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from deepicd.errors import UserError
 
-class StoreError(RuntimeError):
+
+class StoreError(UserError, RuntimeError):
     """A trace file that cannot be used as it is; the message names the file and line."""
 
 

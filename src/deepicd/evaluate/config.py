@@ -78,7 +78,7 @@ class EvaluateConfig:
 
 def validate(config: EvaluateConfig) -> EvaluateConfig:
     """Check the values a schema cannot: choices and ranges, each error naming its key."""
-    from deepicd.config import ConfigError
+    from deepicd.errors import ConfigError
 
     choices = {
         "selection": SELECTIONS,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.evaluate.metrics import TERCILES, mass_groups
 from deepicd.evaluate.table import Run
 from deepicd.manifest import write_text

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.evaluate.config import EvaluateConfig
 from deepicd.manifest import write_text
 from deepicd.rewards.completion import normalize_gold

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from deepicd import icd
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.jsonl import read_objects
 
 SPLIT_COLUMNS = ("hadm_id", "text", "first_code")

@@ -103,7 +103,7 @@ class LabelSpace:
 
 def read_labels(path: Path) -> LabelSpace:
     """The label space of a preprocess `labels.csv`: column `code`; its NIL row is dropped."""
-    from deepicd.commands import UserError
+    from deepicd.errors import UserError
 
     if not path.is_file():
         raise UserError(f"labels file not found: {path}")

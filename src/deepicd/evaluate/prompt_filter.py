@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.evaluate.config import EvaluateConfig
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd import manifest as shared
 from deepicd.evaluate import manifest as manifests
 from deepicd.evaluate import plots, report

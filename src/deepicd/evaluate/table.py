@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.evaluate.labels import LEVELS
 from deepicd.manifest import write_text
 

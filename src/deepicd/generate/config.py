@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 
 BACKENDS = ("transformers", "openai", "vllm")
 APIS = ("completions", "chat")

@@ -37,7 +37,7 @@ import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.endpoints import EndpointRefused, api_key_from_env, check_endpoint, redact
 from deepicd.generate import sampling as rules
 from deepicd.generate.base import GenerationRequest, GenerationResult, SamplingConfig

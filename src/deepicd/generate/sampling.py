@@ -14,7 +14,7 @@ only translate it into their engine's spelling.
 
 from __future__ import annotations
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.generate.base import GenerationRequest, GenerationResult, SamplingConfig
 
 

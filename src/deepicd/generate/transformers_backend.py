@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.generate import sampling as rules
 from deepicd.generate.base import GenerationRequest, GenerationResult, SamplingConfig
 from deepicd.generate.config import GeneratorConfig, validate

@@ -37,7 +37,7 @@ import time
 import traceback
 from typing import Iterable, Iterator
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.generate import sampling as rules
 from deepicd.generate.base import GenerationRequest, GenerationResult, SamplingConfig
 from deepicd.generate.config import GeneratorConfig, validate

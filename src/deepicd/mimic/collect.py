@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.mimic import labels, tables
 from deepicd.mimic.cutter import NOTES_PER_TASK, NoteCutter
 

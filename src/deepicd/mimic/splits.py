@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from deepicd.errors import UserError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -47,7 +49,7 @@ def assign(
         raise ValueError("subject_ids and codes must have the same length")
     total_ratio = float(sum(ratios))
     if len(ratios) != len(SPLITS) or total_ratio <= 0 or min(ratios) < 0:
-        raise ValueError(f"split ratios must be three non-negative numbers with a positive sum, not {list(ratios)}")
+        raise UserError(f"split ratios must be three non-negative numbers with a positive sum, not {list(ratios)}")
     share = [r / total_ratio for r in ratios]
     counts = Counter(codes)
     rows_of: dict[int, list[int]] = defaultdict(list)

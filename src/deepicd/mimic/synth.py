@@ -42,6 +42,7 @@ from deepicd.mimic.synth_codes import (
 )
 from deepicd.mimic.synth_notes import Admission, NoteWriter
 from deepicd.mimic.tables import TABLE_COLUMNS
+from deepicd.errors import UserError
 
 LENGTHS = ("short", "long")
 _CHUNK_ADMISSIONS = 20_000
@@ -222,11 +223,11 @@ def write_synthetic_mimic(
     admissions written after each chunk.
     """
     if admissions < 1:
-        raise ValueError(f"admissions must be at least 1, not {admissions}")
+        raise UserError(f"admissions must be at least 1, not {admissions}")
     if not 0.0 <= icd9_fraction <= 1.0:
-        raise ValueError(f"icd9_fraction must lie in [0, 1], not {icd9_fraction}")
+        raise UserError(f"icd9_fraction must lie in [0, 1], not {icd9_fraction}")
     if length not in LENGTHS:
-        raise ValueError(f"length must be one of {', '.join(LENGTHS)}, not {length!r}")
+        raise UserError(f"length must be one of {', '.join(LENGTHS)}, not {length!r}")
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")

@@ -17,6 +17,7 @@ from functools import lru_cache
 
 from deepicd import icd
 from deepicd.mimic import phrases
+from deepicd.errors import UserError
 
 PAPER_VOCABULARY = 6400  # most distinct first codes when `codes` is not given (the paper has 6,369)
 ZIPF_SHIFT, ZIPF_EXPONENT = 2.7, 1.05  # top code ~4% of admissions for a 6,400-code vocabulary
@@ -77,7 +78,7 @@ def choose_vocabulary(rng: random.Random, size: int) -> list[str]:
     pools = _candidates_by_chapter()
     total = sum(len(pool) for pool in pools.values())
     if size < 1 or size > total:
-        raise ValueError(f"the code vocabulary must hold between 1 and {total} codes, not {size}")
+        raise UserError(f"the code vocabulary must hold between 1 and {total} codes, not {size}")
     chapters = sorted(pools)
     weights = [phrases.FIRST_CODE_CHAPTER_WEIGHTS[number] for number in chapters]
     chosen: dict[str, None] = {}
@@ -99,7 +100,7 @@ def choose_grouped_vocabulary(rng: random.Random, size: int, per_category: int, 
     of the long tail is not one chapter.
     """
     if per_category < 1 or per_chapter < 1:
-        raise ValueError("codes per category and categories per chapter must be at least 1")
+        raise UserError("codes per category and categories per chapter must be at least 1")
     by_chapter: dict[int, list[list[str]]] = {}
     for number, pool in _candidates_by_chapter().items():
         categories: dict[str, list[str]] = {}
@@ -111,7 +112,7 @@ def choose_grouped_vocabulary(rng: random.Random, size: int, per_category: int, 
     chapters = sorted(by_chapter)
     capacity = len(chapters) * per_chapter * per_category
     if size < 1 or size > capacity:
-        raise ValueError(f"a vocabulary of {per_category} codes per category and {per_chapter} categories per chapter "
+        raise UserError(f"a vocabulary of {per_category} codes per category and {per_chapter} categories per chapter "
                          f"holds between 1 and {capacity} codes, not {size}")
     weights = [phrases.FIRST_CODE_CHAPTER_WEIGHTS[number] for number in chapters]
     chosen: list[str] = []

@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 
 
 @dataclass(frozen=True)

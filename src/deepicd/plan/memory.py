@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.plan.shapes import ModelShape
 
 GIB = 1024**3

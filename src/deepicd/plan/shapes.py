@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 
 SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
 # Families whose attention has q/k/v biases without saying so in config.json (Qwen2's config has no key).

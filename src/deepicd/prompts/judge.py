@@ -36,6 +36,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from deepicd.errors import ConfigError
+
 MIN_SCORE, MAX_SCORE = 1, 5
 
 SYSTEM = (
@@ -123,7 +125,7 @@ def rubric(name: str) -> Rubric:
     try:
         return RUBRICS[name]
     except KeyError:
-        raise ValueError(f"unknown judge rubric {name!r}; known: {sorted(RUBRICS)}") from None
+        raise ConfigError(f"unknown judge rubric {name!r}; known: {sorted(RUBRICS)}") from None
 
 
 def user_message(

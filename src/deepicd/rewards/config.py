@@ -109,7 +109,8 @@ class RewardConfig:
 
 def load_reward_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> RewardConfig:
     """A reward preset by name (`paper`, `paper-judge`, `judge-greedy`) or YAML path, validated."""
-    from deepicd.config import ConfigError, load
+    from deepicd.config import load
+    from deepicd.errors import ConfigError
 
     config = load(RewardConfig, "rewards", name_or_path, overrides)
     from deepicd.rewards.components import COMPONENTS, JUDGE

@@ -51,7 +51,7 @@ from typing import Sequence
 import aiohttp
 
 from deepicd import guidelines, icd
-from deepicd.config import ConfigError
+from deepicd.errors import ConfigError
 from deepicd.endpoints import api_key_from_env, check_endpoint, redact
 from deepicd.prompts import judge as judge_prompt
 from deepicd.rewards.config import JudgeConfig

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from deepicd.errors import UserError
+
 FILE_NAME = "judge-cache.sqlite3"
 _CHUNK = 500  # keys per SELECT: SQLite limits the number of bound parameters
 
@@ -40,7 +42,7 @@ def cache_key(model: str, prompt_version: str, payload: object) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-class JudgeCacheError(ValueError):
+class JudgeCacheError(UserError, ValueError):
     """A cache folder or file that cannot be used; the message names it."""
 
 

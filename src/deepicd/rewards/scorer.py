@@ -19,6 +19,7 @@ from deepicd import icd
 from deepicd.rewards.completion import ParsedCompletion, normalize_gold, parse_completion
 from deepicd.rewards.components import COMPONENTS, JUDGE
 from deepicd.rewards.config import RewardConfig
+from deepicd.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class RewardScorer:
                 continue
             if self.judgeable(parsed):
                 if note is None:
-                    raise ValueError("the judge reward needs the admission note; pass `note` for every completion")
+                    raise UserError("the judge reward needs the admission note; pass `note` for every completion")
                 requests.append(JudgeRequest(note=note, prediction=parsed.prediction or "", trace=parsed.trace or ""))
                 asked.append(index)
             else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 
 VERL_COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 PLAIN_COLUMNS = ("hadm_id", "text", "first_code")

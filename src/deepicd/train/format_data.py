@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from deepicd import icd, manifest
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 
 COLUMNS = ["prompt", "completion", "hadm_id", "subject_id", "code", "trace_words"]
 TARGET = "format-only"

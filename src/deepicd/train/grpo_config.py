@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from deepicd.config import ConfigError, available_presets, load
+from deepicd.config import available_presets, load
+from deepicd.errors import ConfigError
 
 BACKENDS = ("verl", "trl")
 STAGES = ("grpo", "sft-grpo")

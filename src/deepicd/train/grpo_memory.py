@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.plan import memory
 from deepicd.plan.memory import RolloutMemory, TrainingMemory, gb_to_gib
 from deepicd.plan.shapes import ModelShape, model_shape

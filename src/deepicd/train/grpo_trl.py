@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd.train.grpo_config import GRPORunConfig
 
 VERSIONED = ("deepicd", "torch", "transformers", "trl", "accelerate", "datasets", "vllm", "tokenizers")

@@ -34,8 +34,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from deepicd.commands import UserError
-from deepicd.config import ConfigError
+from deepicd.errors import UserError
+from deepicd.errors import ConfigError
 from deepicd.train.grpo_config import GRPORunConfig
 
 VERSIONED = ("deepicd", "torch", "transformers", "verl", "vllm", "ray", "datasets", "tokenizers")

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepicd.commands import UserError
+from deepicd.errors import UserError
 from deepicd import manifest
 
 PRECISIONS = ("bf16-mixed", "bf16", "fp32")
