@@ -10,7 +10,6 @@ import json
 import pkgutil
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 import deepicd
