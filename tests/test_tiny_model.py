@@ -12,9 +12,8 @@ from typer.testing import CliRunner
 
 from deepicd import models, tiny
 from deepicd.cli import app
-from deepicd.errors import UserError
+from deepicd.errors import ConfigError, UserError
 from deepicd.config import available_presets
-from deepicd.errors import ConfigError
 from deepicd.prompts import task
 
 NOTE = "CHIEF COMPLAINT: back pain radiating to the left leg\n\nMEDICAL HISTORY: lumbar disc herniation"

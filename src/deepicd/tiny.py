@@ -27,8 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from deepicd.errors import UserError
-from deepicd.errors import ConfigError
+from deepicd.errors import ConfigError, UserError
 from deepicd.manifest import staged_directory
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")

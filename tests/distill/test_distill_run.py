@@ -168,6 +168,7 @@ def test_a_rerun_with_another_split_or_teacher_is_refused(make_data, tmp_path):
         (lambda frame: frame.drop(columns=["first_code"]), "lacks column\\(s\\) first_code"),
         (lambda frame: pd.concat([frame, frame.head(1)]), "hadm_id has duplicates"),
         (lambda frame: frame.assign(first_code=[""] + list(frame["first_code"][1:])), "first_code is empty"),
+        (lambda frame: frame.assign(first_code=["4019"] + list(frame["first_code"][1:])), "not a well-formed ICD-10-CM code"),
     ],
 )
 def test_bad_input_tables_are_named(make_data, tmp_path, change, message):

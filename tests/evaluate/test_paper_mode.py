@@ -116,7 +116,7 @@ def test_code_only_answers_are_read_without_a_think_block(tmp_path, data_dir):
 def test_model_mode_drops_long_prompts_before_generating(tmp_path, tiny_model, data_dir):
     import pandas as pd
 
-    from deepicd.evaluate.inputs import read_split
+    from deepicd.split_tables import read_notes
     from deepicd.evaluate.prompt_filter import filter_notes
 
     test = pd.read_parquet(data_dir / "test.parquet")
@@ -124,7 +124,7 @@ def test_model_mode_drops_long_prompts_before_generating(tmp_path, tiny_model, d
     test.to_parquet(data_dir / "test.parquet")
     config = load_evaluate_config("default", ["max_prompt_tokens=100000"])
     config.generator.model = str(tiny_model)
-    notes = read_split(data_dir, "test")
+    notes = read_notes(data_dir, "test", columns=())
     kept, outcome = filter_notes(notes, config)
     assert len(kept) == len(notes) and outcome.dropped == 0 and outcome.longest > 20
     config.max_prompt_tokens = outcome.longest - 1

@@ -6,9 +6,8 @@ import copy
 
 import pytest
 
-from deepicd.errors import UserError
+from deepicd.errors import ConfigError, UserError
 from deepicd.config import to_schema
-from deepicd.errors import ConfigError
 from deepicd.generate import GenerationRequest, GeneratorConfig, SamplingConfig, build_generator
 from deepicd.generate import sampling as rules
 from deepicd.generate.config import validate

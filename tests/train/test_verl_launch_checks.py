@@ -59,7 +59,7 @@ def test_closed_turn_prefill_feeds_verl_the_published_prompts(tmp_path, data_dir
     import pyarrow.parquet as pq
 
     from deepicd import models
-    from deepicd.train.data import verl_file
+    from deepicd.split_tables import verl_path
 
     run = load_run_config("r1-zero-qwen2.5-32b", ["verl.prefill=closed-turn"], model=str(tiny_model),
                           data_dir=data_dir, out_dir=tmp_path / "run")
@@ -68,7 +68,7 @@ def test_closed_turn_prefill_feeds_verl_the_published_prompts(tmp_path, data_dir
     composed = grpo_verl.compose_verl(grpo_verl.verl_overrides(argv))
     written = grpo_verl.write_closed_turn_prompts(run)
     assert composed.data.train_files == str(written["train"]) and composed.data.val_files == str(written["val"])
-    original = pq.read_table(verl_file(data_dir, "train")).to_pylist()
+    original = pq.read_table(verl_path(data_dir, "train")).to_pylist()
     copied = pq.read_table(written["train"]).to_pylist()
     assert len(copied) == len(original)
     assert [row["prompt"][:-1] for row in copied] == [row["prompt"] for row in original]

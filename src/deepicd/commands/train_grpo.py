@@ -100,7 +100,7 @@ def _train_verl(run, *, dry_run: bool, preflight_only: bool, skip_preflight: boo
 
     from deepicd import manifest
     from deepicd.train import grpo_verl
-    from deepicd.train.data import verl_file
+    from deepicd.split_tables import verl_path
 
     run = _fit_memory(run)
     if dry_run:
@@ -133,8 +133,8 @@ def _train_verl(run, *, dry_run: bool, preflight_only: bool, skip_preflight: boo
         "seed": run.grpo.seed,
         "config": asdict(run),
         "command": argv,
-        "data": {split: {"path": str(verl_file(run.data_dir, split)), "sha256": manifest.sha256_file(verl_file(run.data_dir, split))}
-                 for split in ("train", "val") if verl_file(run.data_dir, split).is_file()},
+        "data": {split: {"path": str(verl_path(run.data_dir, split)), "sha256": manifest.sha256_file(verl_path(run.data_dir, split))}
+                 for split in ("train", "val") if verl_path(run.data_dir, split).is_file()},
         "versions": manifest.versions(grpo_verl.VERSIONED),
         "started": manifest.now(),
     }

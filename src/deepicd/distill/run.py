@@ -34,7 +34,7 @@ from tqdm import tqdm
 from deepicd import icd
 from deepicd.errors import UserError
 from deepicd.distill import filters as trace_filters
-from deepicd import manifest
+from deepicd import manifest, split_tables
 from deepicd.distill.filters import FilterConfig
 from deepicd.distill.stats import DistillStats, report_markdown
 from deepicd.distill.store import StoreError, TraceStore, read_rows
@@ -42,7 +42,6 @@ from deepicd.generate.base import GenerationRequest, GenerationResult, Generator
 from deepicd.generate.config import GeneratorConfig
 from deepicd.prompts import oracle, task
 
-REQUIRED_COLUMNS = ("hadm_id", "text", "first_code")
 TRACES = "traces.jsonl"
 RUN_FILE = "run.json"  # what the traces in this folder were made with; a rerun must match it
 IDENTITY_KEYS = ("split", "oracle_prompt", "teacher")
@@ -97,32 +96,6 @@ def validate(config: DistillConfig) -> DistillConfig:
     if config.guidelines_dir and not Path(config.guidelines_dir).is_dir():
         raise UserError(f"invalid distill config at key 'guidelines_dir': folder not found: {config.guidelines_dir}")
     return config
-
-
-# -- input -----------------------------------------------------------------------
-def load_split(data_dir: str | Path, split: str) -> pd.DataFrame:
-    """The preprocessed admissions of one split, checked for the columns and keys distillation needs."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise UserError(f"data folder not found: {data_dir}")
-    path = data_dir / f"{split}.parquet"
-    if not path.is_file():
-        found = ", ".join(sorted(p.name for p in data_dir.glob("*.parquet"))) or "no parquet files"
-        raise UserError(f"split file not found: {path} (the folder holds {found})")
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise UserError(f"cannot read {path}: {exc}") from exc
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(missing)}; it has {', '.join(map(str, frame.columns))}")
-    keys = frame["hadm_id"].astype(str)
-    if keys.duplicated().any():
-        raise UserError(f"{path}: column hadm_id has duplicates, e.g. {keys[keys.duplicated()].iloc[0]}")
-    empty = frame["first_code"].map(icd.normalize) == ""
-    if empty.any():
-        raise UserError(f"{path}: column first_code is empty for hadm_id {keys[empty].iloc[0]}")
-    return frame.reset_index(drop=True)
 
 
 # -- generation ------------------------------------------------------------------
@@ -313,7 +286,7 @@ def run(
     """
     started = time.perf_counter()
     validate(config)
-    frame = load_split(data_dir, split)
+    frame = split_tables.read_notes(data_dir, split)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     identity = {"split": split, "oracle_prompt": oracle.VERSION, "teacher": config.generator.model}

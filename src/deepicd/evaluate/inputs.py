@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from deepicd import icd
+from deepicd import icd, split_tables
 from deepicd.errors import UserError
 from deepicd.jsonl import read_objects
 
-SPLIT_COLUMNS = ("hadm_id", "text", "first_code")
 
 
 @dataclass
@@ -108,69 +106,30 @@ def read_predictions(path: Path, *, limit: int = 0, progress: bool = False) -> P
     return Predictions(ids, np.asarray(gold, dtype=object), completions, lengths)
 
 
-def split_path(data_dir: Path, split: str) -> Path:
-    return data_dir / f"{split}.parquet"
-
-
-def read_split(data_dir: Path, split: str, *, limit: int = 0) -> pd.DataFrame:
-    """The notes of one split (`hadm_id, text, first_code`), in file order."""
-    if not data_dir.is_dir():
-        raise UserError(f"data folder not found: {data_dir}")
-    path = split_path(data_dir, split)
-    if not path.is_file():
-        found = sorted(p.stem for p in data_dir.glob("*.parquet"))
-        raise UserError(f"split {split!r} not found: no {path} (splits there: {', '.join(found) or 'none'})")
-    import pyarrow.parquet as pq
-
-    columns = pq.read_schema(path).names
-    missing = [c for c in SPLIT_COLUMNS if c not in columns]
-    if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(missing)} (has: {', '.join(columns)})")
-    table = pd.read_parquet(path, columns=list(SPLIT_COLUMNS))
-    if limit:
-        table = table.head(limit)
-    if table.empty:
-        raise UserError(f"{path} holds no notes")
-    if table["first_code"].isna().any():
-        row = int(np.flatnonzero(table["first_code"].isna().to_numpy())[0])
-        raise UserError(f"{path}: 'first_code' is missing in row {row}")
-    return table.reset_index(drop=True)
-
-
 def read_train_codes(data_dir: Path | None) -> tuple[np.ndarray | None, Path | None]:
     """First codes of the train split, for the majority baseline and frequency terciles; None without one."""
     if data_dir is None:
         return None, None
-    path = split_path(data_dir, "train")
+    path = split_tables.notes_path(data_dir, "train")
     if not path.is_file():
         return None, None
-    import pyarrow.parquet as pq
-
-    if "first_code" not in pq.read_schema(path).names:
-        raise UserError(f"{path} lacks column 'first_code'")
-    codes = pd.read_parquet(path, columns=["first_code"])["first_code"].dropna()
-    codes = np.asarray([icd.normalize(c) for c in codes], dtype=object)
+    codes = split_tables.read_first_codes(path)
     return (codes if len(codes) else None), path
 
 
 def read_split_codes(data_dir: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> tuple[np.ndarray, list[Path]]:
     """The normalised first codes of every split in `splits` (all must exist), and the files read."""
-    import pyarrow.parquet as pq
-
     if not data_dir.is_dir():
         raise UserError(f"data folder not found: {data_dir}")
-    codes: list[str] = []
+    codes: list[np.ndarray] = []
     paths = []
     for split in splits:
-        path = split_path(data_dir, split)
+        path = split_tables.notes_path(data_dir, split)
         if not path.is_file():
             raise UserError(f"labels=all-splits needs {path} (the label space is the first codes of {', '.join(splits)})")
-        if "first_code" not in pq.read_schema(path).names:
-            raise UserError(f"{path} lacks column 'first_code'")
-        column = pd.read_parquet(path, columns=["first_code"])["first_code"].dropna()
-        codes += [code for code in (icd.normalize(c) for c in column) if code]
+        codes.append(split_tables.read_first_codes(path))
         paths.append(path)
-    return np.asarray(codes, dtype=object), paths
+    return np.concatenate(codes).astype(object), paths
 
 
 def find_labels(labels: str | Path | None, data_dir: Path | None) -> Path | None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from deepicd.errors import UserError
 from deepicd import manifest as shared
+from deepicd import split_tables
 from deepicd.evaluate import manifest as manifests
 from deepicd.evaluate import plots, report
 from deepicd.evaluate.config import EvaluateConfig
@@ -32,10 +33,8 @@ from deepicd.evaluate.inputs import (
     Predictions,
     find_labels,
     read_predictions,
-    read_split,
     read_split_codes,
     read_train_codes,
-    split_path,
 )
 from deepicd.evaluate.labels import LabelSpace, read_labels
 from deepicd.evaluate.prompt_filter import filter_predictions
@@ -154,7 +153,7 @@ def evaluate_model(
     from deepicd.evaluate.prompt_filter import filter_notes
 
     check_out(out, force)
-    notes = read_split(data_dir, config.split, limit=config.limit)
+    notes = split_tables.read_notes(data_dir, config.split, columns=(), limit=config.limit)
     config.generator.model = model
     notes, dropped = filter_notes(notes, config)
     _announce(dropped.message())
@@ -167,7 +166,7 @@ def evaluate_model(
     stage = config.stage or manifests.model_stage(model)
     manifest = manifests.build(
         asdict(config),
-        {"split": split_path(data_dir, config.split), "data": data_dir, **inputs, "model": model},
+        {"split": split_tables.notes_path(data_dir, config.split), "data": data_dir, **inputs, "model": model},
         model=model,
         stage=stage,
         extra={

@@ -23,18 +23,10 @@ from deepicd import config as config_lib
 from deepicd.mimic import labels, report, splits, verl_rows
 from deepicd.mimic.collect import Collected, Inputs, Kept, guess_versions
 from deepicd.mimic.ontology import Ontology
+from deepicd.split_tables import NOTES_SCHEMA, VERL_SCHEMA
 
 if TYPE_CHECKING:
     from deepicd.preprocess import PreprocessConfig
-
-
-SPLIT_SCHEMA = pa.schema([
-    ("subject_id", pa.int64()), ("hadm_id", pa.int64()), ("note_id", pa.string()), ("text", pa.string()),
-    ("first_code", pa.string()), ("codes", pa.list_(pa.string())), ("chapter", pa.int8()),
-    ("category", pa.string()), ("n_words", pa.int32()), ("n_chars", pa.int32()),
-    ("sections", pa.list_(pa.string())), ("admission_type", pa.string()), ("gender", pa.string()),
-    ("anchor_age", pa.int16()),
-])
 
 
 def _split_table(kept: Kept, rows: np.ndarray, words: list[int], ontology: Ontology) -> pa.Table:
@@ -48,7 +40,7 @@ def _split_table(kept: Kept, rows: np.ndarray, words: list[int], ontology: Ontol
         "sections": [list(kept.sections[i]) for i in rows],
         "admission_type": [kept.admission_type[i] for i in rows], "gender": [kept.gender[i] for i in rows],
         "anchor_age": [kept.anchor_age[i] for i in rows],
-    }, schema=SPLIT_SCHEMA)
+    }, schema=NOTES_SCHEMA)
 
 
 ROWS_PER_GROUP = 50_000  # rows built and written at a time: bounds memory, fixes the parquet layout
@@ -58,8 +50,8 @@ def _write_split(
     folder: Path, name: str, kept: Kept, rows: np.ndarray, words: list[int], ontology: Ontology, data_source: str
 ) -> None:
     """`<name>.parquet` and `verl/<name>.parquet`, built and written a row group at a time."""
-    with pq.ParquetWriter(folder / f"{name}.parquet", SPLIT_SCHEMA) as plain, \
-            pq.ParquetWriter(folder / "verl" / f"{name}.parquet", verl_rows.SCHEMA) as verl:
+    with pq.ParquetWriter(folder / f"{name}.parquet", NOTES_SCHEMA) as plain, \
+            pq.ParquetWriter(folder / "verl" / f"{name}.parquet", VERL_SCHEMA) as verl:
         for start in range(0, max(len(rows), 1), ROWS_PER_GROUP):
             table = _split_table(kept, rows[start: start + ROWS_PER_GROUP], words, ontology)
             plain.write_table(table)

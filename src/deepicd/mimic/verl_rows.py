@@ -22,20 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deepicd.prompts import task
+from deepicd.split_tables import MESSAGE, VERL_SCHEMA
 
 ABILITY = "clinical-coding"
-
-_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-SCHEMA = pa.schema([
-    ("data_source", pa.string()),
-    ("prompt", pa.list_(_MESSAGE)),
-    ("ability", pa.string()),
-    ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.list_(pa.string()))])),
-    ("extra_info", pa.struct([
-        ("split", pa.string()), ("index", pa.int64()), ("hadm_id", pa.int64()),
-        ("subject_id", pa.int64()), ("note", pa.string()), ("prefill", pa.string()),
-    ])),
-])
 
 _MARK = "\x00deepicd-note\x00"
 _PROBE = "CHIEF COMPLAINT: {x} 100% \\n ___\n\nPRESENT ILLNESS: ü"
@@ -60,7 +49,7 @@ def _prompt(notes: pa.Array) -> pa.Array:
     templates = _templates()
     if templates is None:
         rows = [task.messages(note) for note in notes.to_pylist()]
-        return pa.array(rows, pa.list_(_MESSAGE))
+        return pa.array(rows, pa.list_(MESSAGE))
     per_message = [
         pa.array([before] * n, pa.string()) if after is None
         else pc.binary_join_element_wise(before, notes, after, "")
@@ -73,7 +62,7 @@ def _prompt(notes: pa.Array) -> pa.Array:
     roles = pa.array([role for role, _, _ in templates], pa.string()).take(pa.array(np.tile(np.arange(k), n)))
     return pa.ListArray.from_arrays(
         pa.array(np.arange(0, k * n + 1, k, dtype=np.int32)),
-        pa.StructArray.from_arrays([roles, contents], fields=list(_MESSAGE)),
+        pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE)),
     )
 
 
@@ -91,16 +80,16 @@ def table(
     n = len(notes)
     truth = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), _array(first_codes, pa.string()))
     reward = pa.StructArray.from_arrays([pa.array(["rule"] * n, pa.string()), truth],
-                                        fields=list(SCHEMA.field("reward_model").type))
+                                        fields=list(VERL_SCHEMA.field("reward_model").type))
     extra = pa.StructArray.from_arrays(
         [pa.array([split] * n, pa.string()), pa.array(np.arange(first_index, first_index + n, dtype=np.int64)),
          _array(hadm_ids, pa.int64()), _array(subject_ids, pa.int64()), notes,
          pa.array([task.PREFILL] * n, pa.string())],
-        fields=list(SCHEMA.field("extra_info").type),
+        fields=list(VERL_SCHEMA.field("extra_info").type),
     )
     columns = [pa.array([data_source] * n, pa.string()), _prompt(notes), pa.array([ABILITY] * n, pa.string()),
                reward, extra]
-    return pa.Table.from_arrays(columns, schema=SCHEMA)
+    return pa.Table.from_arrays(columns, schema=VERL_SCHEMA)
 
 
 def _array(values, kind: pa.DataType) -> pa.Array:

@@ -155,11 +155,11 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
 
 def build(data_dir: str | Path, split_name: str, out: str | Path, config: AnswerOnlyConfig) -> AnswerOnlyResult:
     """Write OUT/sft/{train,val}.parquet, OUT/stats.json and OUT/manifest.json for one preprocess split."""
-    from deepicd.distill.run import load_split
+    from deepicd.split_tables import read_notes
     from deepicd.prompts import code_only
 
     validate(config)
-    frame = load_split(data_dir, split_name)
+    frame = read_notes(data_dir, split_name)
     if config.limit:
         frame = frame.head(config.limit)
     out = Path(out)

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deepicd.errors import UserError
-
-VERL_COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
-PLAIN_COLUMNS = ("hadm_id", "text", "first_code")
+from deepicd.split_tables import VERL_COLUMNS, notes_path, read_notes_file, verl_path
 
 
 @dataclass(frozen=True)
@@ -30,16 +28,12 @@ class Example:
     hadm_id: str
 
 
-def verl_file(data_dir: str | Path, split: str) -> Path:
-    return Path(data_dir) / "verl" / f"{split}.parquet"
-
-
 def find_split(data_dir: str | Path, split: str) -> Path:
     """`verl/<split>.parquet` when it exists, else the plain `<split>.parquet`."""
     folder = Path(data_dir)
     if not folder.is_dir():
         raise UserError(f"data folder not found: {folder} (run `deepicd preprocess` first)")
-    for path in (verl_file(folder, split), folder / f"{split}.parquet"):
+    for path in (verl_path(folder, split), notes_path(folder, split)):
         if path.is_file():
             return path
     raise UserError(f"no {split} split in {folder}: expected verl/{split}.parquet or {split}.parquet")
@@ -110,15 +104,20 @@ def _check_row(path: Path, number: int, row: dict, need_note: bool) -> list[str]
 
 def read_examples(path: str | Path, limit: int = -1) -> list[Example]:
     """Training prompts from a VERL parquet or a plain admission-note parquet."""
+    import pyarrow.parquet as pq
+
     from deepicd.prompts import task
 
     path = Path(path)
-    rows = _read(path, limit if limit > 0 else None)
-    if not rows:
-        raise UserError(f"{path}: no rows")
-    columns = set(rows[0])
-    examples: list[Example] = []
+    try:
+        columns = set(pq.read_schema(path).names)
+    except Exception as exc:  # pyarrow raises several types for a file that is not parquet
+        raise UserError(f"{path}: cannot read it as parquet ({exc})") from exc
     if set(VERL_COLUMNS) <= columns:
+        rows = _read(path, limit if limit > 0 else None)
+        if not rows:
+            raise UserError(f"{path}: no rows")
+        examples: list[Example] = []
         for number, row in enumerate(rows):
             problems = _check_row(path, number, row, need_note=False)
             if problems:
@@ -132,16 +131,11 @@ def read_examples(path: str | Path, limit: int = -1) -> list[Example]:
                     hadm_id=str(extra.get("hadm_id", number)),
                 )
             )
-    elif set(PLAIN_COLUMNS) <= columns:
-        for row in rows:
-            note = str(row["text"])
-            examples.append(Example(task.messages(note), str(row["first_code"]), note, str(row["hadm_id"])))
-    else:
-        raise UserError(
-            f"{path}: neither a VERL table (columns {list(VERL_COLUMNS)}) nor an admission-note table "
-            f"(columns {list(PLAIN_COLUMNS)}); found {sorted(columns)}"
-        )
-    return examples
+        return examples
+    # Anything else must be an admission-note table; its reader names what is missing.
+    frame = read_notes_file(path, columns=(), limit=max(limit, 0))
+    return [Example(task.messages(str(row.text)), str(row.first_code), str(row.text), str(row.hadm_id))
+            for row in frame.itertuples(index=False)]
 
 
 def render_prompt(tokenizer: Any, messages: list[dict[str, str]], prefill: str) -> str:

@@ -86,11 +86,11 @@ def samples(frame: pd.DataFrame, config: FormatDataConfig) -> pd.DataFrame:
 
 def build(data_dir: str | Path, split: str, out: str | Path, config: FormatDataConfig) -> int:
     """Write OUT/sft/train.parquet and OUT/manifest.json; returns the number of samples."""
-    from deepicd.distill.run import load_split
+    from deepicd.split_tables import read_notes
 
     if config.max_words < 1 or config.limit < 0:
         raise UserError("max_words must be at least 1 and limit not negative")
-    frame = load_split(data_dir, split)
+    frame = read_notes(data_dir, split)
     if config.limit:
         frame = frame.head(config.limit)
     if frame.empty:

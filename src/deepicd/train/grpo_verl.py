@@ -34,8 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from deepicd.errors import UserError
-from deepicd.errors import ConfigError
+from deepicd.errors import ConfigError, UserError
 from deepicd.train.grpo_config import GRPORunConfig
 
 VERSIONED = ("deepicd", "torch", "transformers", "verl", "vllm", "ray", "datasets", "tokenizers")
@@ -203,12 +202,12 @@ CLOSED_TURN_DIR = "prompts-closed-turn"
 
 def train_files(config: GRPORunConfig) -> dict[str, Path]:
     """The parquet files VERL reads per split: preprocess's, or (closed-turn prefill) the run's own copies."""
-    from deepicd.train.data import verl_file
+    from deepicd.split_tables import verl_path
 
     if config.verl.prefill == "closed-turn":
         folder = Path(config.out_dir).resolve() / CLOSED_TURN_DIR
         return {split: folder / f"{split}.parquet" for split in ("train", "val")}
-    return {split: verl_file(Path(config.data_dir).resolve(), split) for split in ("train", "val")}
+    return {split: verl_path(Path(config.data_dir).resolve(), split) for split in ("train", "val")}
 
 
 def write_closed_turn_prompts(config: GRPORunConfig) -> dict[str, Path]:
@@ -222,12 +221,12 @@ def write_closed_turn_prompts(config: GRPORunConfig) -> dict[str, Path]:
 
     from deepicd.manifest import atomic_open
     from deepicd.rewards.config import load_reward_config
-    from deepicd.train.data import verl_file
+    from deepicd.split_tables import verl_path
 
     prefill = load_reward_config(config.reward.preset, list(config.reward.overrides)).prefill
     written = {}
     for split, target in train_files(config).items():
-        table = pq.read_table(verl_file(config.data_dir, split))
+        table = pq.read_table(verl_path(config.data_dir, split))
         column = table.schema.field("prompt")
         prompts = [list(messages) + [{"role": "assistant", "content": prefill}]
                    for messages in table.column("prompt").to_pylist()]
@@ -336,7 +335,7 @@ def dry_run_command(config: GRPORunConfig) -> tuple[list[str], list[str]]:
     template from the model.
     """
     from deepicd.rewards.config import load_reward_config
-    from deepicd.train.data import verl_file
+    from deepicd.split_tables import verl_path
 
     notes = []
     prefill = load_reward_config(config.reward.preset, list(config.reward.overrides)).prefill
@@ -352,8 +351,8 @@ def dry_run_command(config: GRPORunConfig) -> tuple[list[str], list[str]]:
         notes.append(f"model not available here ({exc}); actor_rollout_ref.model.custom_chat_template is described, "
                      "not rendered: the launch reads it from the model's tokenizer")
     for split in ("train", "val"):
-        if not verl_file(config.data_dir, split).is_file():
-            notes.append(f"data file not found here: {verl_file(config.data_dir, split)} (--preflight checks it)")
+        if not verl_path(config.data_dir, split).is_file():
+            notes.append(f"data file not found here: {verl_path(config.data_dir, split)} (--preflight checks it)")
     return command(config, chat_template=template), notes
 
 
@@ -452,9 +451,10 @@ def check_memory(config: GRPORunConfig) -> Check:
 
 
 def _sample_row(config: GRPORunConfig) -> dict:
-    from deepicd.train.data import _read, verl_file
+    from deepicd.split_tables import verl_path
+    from deepicd.train.data import _read
 
-    return _read(verl_file(config.data_dir, "train"), 1)[0]
+    return _read(verl_path(config.data_dir, "train"), 1)[0]
 
 
 def check_reward(verl_config, row: dict, use_judge: bool) -> str:
@@ -545,7 +545,8 @@ def available_gpus(config: GRPORunConfig) -> tuple[int, str]:
 def preflight(config: GRPORunConfig, argv: Sequence[str]) -> list[Check]:
     """Every check that needs no GPU work, in order; each failure says what to fix."""
     from deepicd import models
-    from deepicd.train.data import check_verl_file, verl_file
+    from deepicd.split_tables import verl_path
+    from deepicd.train.data import check_verl_file
 
     checks: list[Check] = []
     use_judge = judge_enabled(config)
@@ -565,9 +566,9 @@ def preflight(config: GRPORunConfig, argv: Sequence[str]) -> list[Check]:
 
     data_ok = True
     for split in ("train", "val"):
-        problems = check_verl_file(verl_file(config.data_dir, split), need_note=use_judge)
+        problems = check_verl_file(verl_path(config.data_dir, split), need_note=use_judge)
         data_ok &= not problems
-        checks.append(Check(f"data:{split}", not problems, problems[0] if problems else str(verl_file(config.data_dir, split))))
+        checks.append(Check(f"data:{split}", not problems, problems[0] if problems else str(verl_path(config.data_dir, split))))
 
     try:
         resolved = models.resolve(config.model, local_only=False)
