@@ -109,3 +109,20 @@ def test_help_explains_the_fields():
     result = runner.invoke(app, ["score", "--help"])
     assert result.exit_code == 0
     assert "completion" in result.output and "gold" in result.output
+
+
+def test_an_empty_input_is_an_error_and_writes_nothing(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n\n")
+    target = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["score", "--preset", "paper", "-i", str(source), "-o", str(target)])
+    assert result.exit_code == 2 and "holds no rows to score" in result.output
+    assert not target.exists()
+
+
+def test_the_input_is_never_the_output(tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", [{"completion": "", "gold": "I10"}])
+    before = source.read_text()
+    result = runner.invoke(app, ["score", "--preset", "paper", "-i", str(source), "-o", str(tmp_path / "." / "in.jsonl")])
+    assert result.exit_code == 2 and "is the input file" in result.output
+    assert source.read_text() == before

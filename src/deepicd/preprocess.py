@@ -66,6 +66,8 @@ class PreprocessConfig:
     block_size_mb: int = 4  # CSV bytes parsed per block; peak memory grows with it
     workers: int = 2  # processes that cut notes; 0: all in this process (and the ICD release too)
     progress: bool = True
+    # Warn on the console when more than this share of the admissions is dropped (1: never).
+    warn_dropped_share: float = 0.5
 
 
 def load_config(name_or_path: str = "default", overrides: tuple[str, ...] | list[str] = ()) -> PreprocessConfig:
@@ -89,6 +91,20 @@ def validate(config: PreprocessConfig) -> None:
         raise UserError(f"split ratios must be non-negative with a positive sum, not {list(ratios)}")
     if config.split.min_count < 0 or config.block_size_mb < 1 or config.workers < 0:
         raise UserError("split.min_count and workers must be >= 0, block_size_mb >= 1")
+    if not 0.0 <= config.warn_dropped_share <= 1.0:
+        raise UserError(f"warn_dropped_share must lie in [0, 1], not {config.warn_dropped_share}")
+
+
+def dropped_warning(counts: dict, threshold: float) -> str | None:
+    """A console warning when more than `threshold` of the admissions were dropped, naming the main reasons."""
+    admissions = counts["admissions"]
+    dropped = admissions - counts["kept"]
+    if not admissions or dropped / admissions <= threshold:
+        return None
+    reasons = sorted(((n, reason) for reason, n in counts["dropped"].items() if n), reverse=True)
+    listed = "; ".join(f"{reason} {100 * n / admissions:.0f}%" for n, reason in reasons[:3])
+    return (f"preprocess dropped {100 * dropped / admissions:.0f}% of {admissions} admissions ({listed}); "
+            "report.md lists every reason")
 
 
 @dataclass

@@ -71,7 +71,11 @@ def _batches(rows: Iterator[ScoreRow], size: int) -> Iterator[list[ScoreRow]]:
 def score_file(scorer: RewardScorer, source: Path, target: Path, batch_size: int = 512, show_progress: bool = True) -> int:
     """Score every row of `source` into `target`; return the number of rows. Atomic: all or nothing."""
     if not source.is_file():
-        raise FileNotFoundError(f"input file not found: {source}")
+        raise InputError(f"input file not found: {source}")
+    if target.is_dir():
+        raise InputError(f"output {target} is a folder; give a file name")
+    if target.exists() and target.resolve() == source.resolve():
+        raise InputError(f"output {target} is the input file; scoring would replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
     count = 0
@@ -89,6 +93,8 @@ def score_file(scorer: RewardScorer, source: Path, target: Path, batch_size: int
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 count += len(batch)
                 progress.set_postfix(rows=count)
+            if count == 0:
+                raise InputError(f"{source} holds no rows to score")
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, target)

@@ -181,6 +181,11 @@ def test_k_samples_give_self_consistency_and_majority_selection(tmp_path):
         (['{"gold": "I214", "completion": 5}'], r":1: 'completion' must be a string"),
         (['{"gold": "I214", "completions": ["a", "b"]}', '{"gold": "I214", "completions": ["a"]}'], r":2: 1 completions, but earlier rows have 2"),
         (["[1, 2]"], r":1: expected a JSON object"),
+        (['{"gold": "I214", "completion": "x"}', '{"gold": "4019", "completion": "x"}'],
+         r":2: 'gold' is '4019', not a well-formed ICD-10-CM code"),
+        (['{"gold": "hello", "completion": "x"}'], r":1: 'gold' is 'hello', not a well-formed ICD-10-CM code"),
+        (['{"id": "a", "gold": "I214", "completion": "x"}', '{"id": "b", "gold": "I214", "completion": "x"}',
+          '{"id": "a", "gold": "J189", "completion": "y"}'], r":3: id 'a' already appeared on line 1"),
     ],
 )
 def test_bad_rows_are_reported_with_their_line(tmp_path, lines, message):

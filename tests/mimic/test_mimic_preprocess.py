@@ -184,3 +184,40 @@ def test_synthetic_dataset_is_split_stratified_and_leak_free(synth_out):
                        "Followup", "Attending"):
             assert marker not in row["text"], marker
         assert 60 <= row["n_words"] <= 300
+
+
+def test_duplicate_and_conflicting_diagnosis_rows_are_resolved_by_rule_and_counted(tmp_path):
+    m = Mimic()
+    note = summary(standard_sections())
+    m.admission(1, 101, ["I214", "I10"], text=note)
+    m.diagnoses += [(1, 101, 3, "I10", 10), (1, 101, 2, "I10", 10)]  # I10 listed three times
+    m.admission(2, 201, ["J189", "E119"], text=note)
+    m.diagnoses.append((2, 201, 1, "K359", 10))  # a second seq_num 1 row, later in the file
+    m.admission(3, 301, ["N390"], text=note)
+    m.diagnoses.append((3, 301, 1, "N390", 10))  # the same seq_num 1 row twice: a repeat, not a conflict
+    out = preprocess(m.write(tmp_path / "mimic"), tmp_path / "data", "split.min_count=1")
+    rows = _rows(out)
+    assert rows[101]["codes"] == ["I214", "I10"]
+    assert rows[201]["first_code"] == "J189" and rows[201]["codes"] == ["J189", "K359", "E119"]
+    assert rows[301]["codes"] == ["N390"]
+    checks = json.loads((out / "manifest.json").read_text())["counts"]["checks"]
+    assert checks["duplicate diagnosis rows (a code repeated for one admission; kept once)"] == 3
+    assert checks["admissions with conflicting seq_num 1 codes (first row in file order is the target)"] == 1
+    report = (out / "report.md").read_text()
+    assert "duplicate diagnosis rows (a code repeated for one admission; kept once): 3" in report
+
+
+def test_a_large_drop_is_warned_on_the_console_with_its_reasons(handmade, tmp_path):
+    from typer.testing import CliRunner
+
+    from deepicd.cli import app
+
+    root, _ = handmade
+    args = ["preprocess", "--mimic-dir", str(root), "--out", str(tmp_path / "data"), "progress=false", "workers=0",
+            "split.min_count=1"]
+    quiet = CliRunner().invoke(app, args)
+    assert quiet.exit_code == 0 and "warning" not in quiet.output
+    loud = CliRunner().invoke(app, [*args, "--overwrite", "warn_dropped_share=0.3"])
+    assert loud.exit_code == 0, loud.output
+    assert "warning: preprocess dropped 44% of 9 admissions (" in loud.output
+    assert "no diagnosis codes 11%" in loud.output and "report.md lists every reason" in loud.output

@@ -21,7 +21,7 @@ def main(
     """Build the admission-note datasets of the task from MIMIC-IV and MIMIC-IV-Note."""
     import json
 
-    from deepicd.preprocess import load_config, run
+    from deepicd.preprocess import dropped_warning, load_config, run
 
     with user_errors():
         settings = load_config(config, list(overrides or []))
@@ -33,7 +33,11 @@ def main(
         if overwrite:
             settings.overwrite = True
         folder = run(settings)
-    splits = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["counts"]["splits"]
+    counts = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["counts"]
+    warning = dropped_warning(counts, settings.warn_dropped_share)
+    if warning:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    splits = counts["splits"]
     typer.echo(
         f"kept {sum(splits.values())} admissions (train {splits['train']}, val {splits['val']}, "
         f"test {splits['test']}) -> {folder}; see {folder / 'report.md'}"

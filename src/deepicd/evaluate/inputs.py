@@ -46,6 +46,9 @@ def _gold_of(value: object, where: str) -> str:
     code = icd.normalize(value)
     if not code:
         raise UserError(f"{where}: 'gold' is empty")
+    if not icd.is_well_formed(code):
+        raise UserError(f"{where}: 'gold' is {value!r}, not a well-formed ICD-10-CM code (such as I214 or I21.4); "
+                        "only ICD-10-CM targets can be scored")
     return code
 
 
@@ -70,6 +73,7 @@ def read_predictions(path: Path, *, limit: int = 0, progress: bool = False) -> P
     gold: list[str] = []
     completions: list[list[str]] = []
     lengths: list[int | None] = []
+    first_line: dict[str, int] = {}  # id -> the line it first appeared on
     k = None
     bar = None
     if progress:
@@ -89,6 +93,10 @@ def read_predictions(path: Path, *, limit: int = 0, progress: bool = False) -> P
             identifier = row.get("id", number)
             if not isinstance(identifier, (str, int)) or isinstance(identifier, bool):
                 raise UserError(f"{where}: 'id' must be a string or an integer")
+            if str(identifier) in first_line:
+                raise UserError(f"{where}: id {identifier!r} already appeared on line {first_line[str(identifier)]}; "
+                                "each note must be scored once")
+            first_line[str(identifier)] = number
             length = row.get("prompt_tokens")
             if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
                 raise UserError(f"{where}: 'prompt_tokens' must be a whole number of tokens, got {json.dumps(length)[:40]}")

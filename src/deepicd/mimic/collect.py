@@ -123,7 +123,7 @@ def _diagnoses(path: Path, config: PreprocessConfig, stats: labels.DiagnosisStat
         parts = [labels.compact(batch, stats)
                  for batch in tables.iter_batches(path, spec, block_size=config.block_size_mb << 20,
                                                   on_progress=advance)]
-    return labels.targets(pa.concat_tables(parts))
+    return labels.targets(pa.concat_tables(parts), stats)
 
 
 def _notes(
@@ -193,6 +193,8 @@ def collect(inputs: Inputs, config: PreprocessConfig) -> Collected:
     side["diagnosis rows"] = stats.rows
     side["diagnosis codes stripped of padding"] = stats.padded_codes
     side["diagnosis rows without hadm_id"] = stats.rows_without_hadm
+    side["duplicate diagnosis rows (a code repeated for one admission; kept once)"] = stats.duplicate_rows
+    side["admissions with conflicting seq_num 1 codes (first row in file order is the target)"] = stats.conflicting_first
     tgt_hadm = target["hadm_id"].to_numpy()
     side["admissions in diagnoses_icd but not in admissions"] = int((~np.isin(tgt_hadm, adm_hadm)).sum())
 

@@ -36,6 +36,9 @@ class DiagnosisStats:
     rows: int = 0
     rows_without_hadm: int = 0
     padded_codes: int = 0
+    # Rules for faults of the table, counted here and listed in the report:
+    duplicate_rows: int = 0  # a code listed twice for one admission (same version): kept once, at its first seq_num
+    conflicting_first: int = 0  # admissions with several different seq_num 1 codes: the first in file order is the target
 
 
 def compact(batch: pa.RecordBatch, stats: DiagnosisStats) -> pa.Table:
@@ -55,9 +58,14 @@ def compact(batch: pa.RecordBatch, stats: DiagnosisStats) -> pa.Table:
     return table.filter(valid)
 
 
-def targets(diagnoses: pa.Table) -> pa.Table:
+def targets(diagnoses: pa.Table, stats: DiagnosisStats | None = None) -> pa.Table:
     """One row per admission: `hadm_id`, `first_version`, `first_code` (both null without a seq_num 1 row),
-    and `codes`, the admission's non-empty ICD-10 codes in seq_num order. Sorted by hadm_id."""
+    and `codes`, the admission's non-empty ICD-10 codes in seq_num order, each once. Sorted by hadm_id.
+
+    Faults of the table are resolved by fixed rules and counted in `stats`: a code repeated within an
+    admission is kept at its first seq_num; of several seq_num 1 rows, the first in file order is the target.
+    """
+    stats = stats if stats is not None else DiagnosisStats()
     if diagnoses.num_rows == 0:
         return pa.table({
             "hadm_id": pa.array([], pa.int64()), "first_version": pa.array([], pa.int16()),
@@ -78,7 +86,10 @@ def targets(diagnoses: pa.Table) -> pa.Table:
     first_code = pc.if_else(pa.array(has_first), first_code, pa.scalar(None, pa.string()))
     first_version = pa.array(version[starts].astype(np.int16), mask=~has_first)
     group = np.cumsum(new_group) - 1
-    keep = (version == 10) & (pc.utf8_length(code).to_numpy(zero_copy_only=False) > 0)
+    repeated = _repeated(group, version, code)
+    stats.duplicate_rows += int(repeated.sum())
+    stats.conflicting_first += _conflicting_first(group, seq, repeated)
+    keep = (version == 10) & (pc.utf8_length(code).to_numpy(zero_copy_only=False) > 0) & ~repeated
     counts = np.bincount(group[keep], minlength=len(starts))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     codes = pa.ListArray.from_arrays(pa.array(offsets), code.filter(pa.array(keep)))
@@ -86,6 +97,22 @@ def targets(diagnoses: pa.Table) -> pa.Table:
         "hadm_id": pa.array(hadm[starts]), "first_version": first_version,
         "first_code": first_code, "codes": codes,
     })
+
+
+def _repeated(group: np.ndarray, version: np.ndarray, code: pa.Array) -> np.ndarray:
+    """Rows whose (admission, version, code) occurred on an earlier row of the sorted table."""
+    code_ids = pc.fill_null(code, "").dictionary_encode().indices.to_numpy()
+    keys = np.stack([group, version.astype(np.int64), code_ids.astype(np.int64)], axis=1)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    repeated = np.ones(len(group), dtype=bool)
+    repeated[first] = False
+    return repeated
+
+
+def _conflicting_first(group: np.ndarray, seq: np.ndarray, repeated: np.ndarray) -> int:
+    """Admissions with more than one distinct seq_num 1 code (exact repeats are not a conflict)."""
+    firsts = group[(seq == 1) & ~repeated]
+    return int((np.bincount(firsts) > 1).sum()) if len(firsts) else 0
 
 
 def label_rows(train: Iterable[str], val: Iterable[str], test: Iterable[str], ontology: Ontology) -> list[dict]:
