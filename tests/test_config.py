@@ -50,3 +50,43 @@ def test_yaml_file_path_works(tmp_path):
     path.write_text("name: mine\ncomponents: [outcome]\noutcome:\n  match: 10.0\n")
     config = load(RewardConfig, "rewards", path, ["outcome.no_match=-2"])
     assert (config.name, config.components, config.outcome.match, config.outcome.no_match) == ("mine", ["outcome"], 10.0, -2.0)
+
+
+def _schemas_with_nested() -> list[type]:
+    """Every dataclass a config group's schema is made of, nested blocks included."""
+    import dataclasses
+    import typing
+
+    found: list[type] = []
+
+    def visit(cls: type) -> None:
+        if cls in found:
+            return
+        found.append(cls)
+        hints = typing.get_type_hints(cls)
+        for item in dataclasses.fields(cls):
+            for candidate in (hints[item.name], *typing.get_args(hints[item.name])):
+                if dataclasses.is_dataclass(candidate):
+                    visit(candidate)
+
+    for group in SCHEMAS:
+        visit(schema_for(group))
+    return found
+
+
+@pytest.mark.parametrize("schema", _schemas_with_nested(), ids=lambda cls: f"{cls.__module__}.{cls.__name__}")
+def test_every_schema_key_says_what_it_does(schema):
+    """The dataclass is where a key's default and meaning live: each field has a comment beside or above it."""
+    import ast
+    import inspect
+    import textwrap
+
+    lines = inspect.getsourcelines(schema)[0]
+    body = ast.parse(textwrap.dedent("".join(lines))).body[0].body
+    silent = []
+    for node in body:
+        if isinstance(node, ast.AnnAssign):
+            above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+            if "#" not in lines[node.end_lineno - 1] and not above.startswith("#"):
+                silent.append(node.target.id)
+    assert silent == [], f"add a comment to {schema.__name__}: {', '.join(silent)}"

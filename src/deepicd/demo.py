@@ -38,28 +38,29 @@ from deepicd.serving import transformers_server
 class DemoConfig:
     """Sizes of the demo; `configs/demo/default.yaml` holds the shipped values."""
 
-    out: str = "runs/demo"
-    seed: int = 0
-    admissions: int = 900
-    codes: int = 48
+    out: str = "runs/demo"  # the demo's folder: every stage writes below it
+    seed: int = 0  # seeds the synthetic data, the splits and the format data
+    admissions: int = 900  # synthetic admissions (some are ICD-9 or dropped, as in MIMIC-IV)
+    codes: int = 48  # distinct target codes, long-tailed
     # Codes come in clusters (several per category, several categories per chapter), so that chapter,
     # category and full-code F1 are different tasks; 1 and 1 draw every code on its own.
-    codes_per_category: int = 3
-    categories_per_chapter: int = 3
-    preprocess: list[str] = field(default_factory=list)
-    instruct: list[str] = field(default_factory=list)  # overrides of the format-only SFT that makes the base
-    grpo: list[str] = field(default_factory=list)
-    judge: list[str] = field(default_factory=list)
-    distill: list[str] = field(default_factory=list)
-    sft: list[str] = field(default_factory=list)
-    sft_grpo: list[str] = field(default_factory=list)
+    codes_per_category: int = 3  # codes sharing one category
+    categories_per_chapter: int = 3  # categories sharing one chapter
+    # key=value overrides passed to each stage's command:
+    preprocess: list[str] = field(default_factory=list)  # `deepicd preprocess`
+    instruct: list[str] = field(default_factory=list)  # the format-only SFT that makes the base (`deepicd sft`)
+    grpo: list[str] = field(default_factory=list)  # R1-zero GRPO (`deepicd train-grpo`)
+    judge: list[str] = field(default_factory=list)  # the reward's `judge.*` keys of both GRPO runs
+    distill: list[str] = field(default_factory=list)  # `deepicd distill`, the GRPO model as teacher
+    sft: list[str] = field(default_factory=list)  # SFT on the distilled traces (`deepicd sft`)
+    sft_grpo: list[str] = field(default_factory=list)  # GRPO from the SFT model (`deepicd train-grpo --init`)
     # Extra overrides of the outcome-only SFT, on top of `sft`: both rows of Table 4 train alike by default.
     sft_outcome: list[str] = field(default_factory=list)
-    evaluate: list[str] = field(default_factory=list)
+    evaluate: list[str] = field(default_factory=list)  # `deepicd evaluate` of every model
     # What "it learns" means for the demo (`demo_check`); `check_learning: false` still computes and
     # prints the checks but does not fail on them (the test suite's smoke run is too short to learn).
     check_learning: bool = True
-    min_format_rate: float = 0.9
+    min_format_rate: float = 0.9  # the final model must answer in the format at least this often
     paired_samples: int = 1000  # bootstrap resamples of the SFT+GRPO against SFT comparison
 
 

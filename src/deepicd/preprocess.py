@@ -37,9 +37,9 @@ DATA_SOURCE = "deepicd/mimic-iv"
 class SplitConfig:
     """Shares of train/val/test (normalised to sum 1) and the stratification threshold."""
 
-    train: float = 0.7
-    val: float = 0.1
-    test: float = 0.2
+    train: float = 0.7  # share of patients (and so of admissions) in the training split
+    val: float = 0.1  # share in the validation split
+    test: float = 0.2  # share in the test split
     min_count: int = 5  # first codes seen fewer times go to train with all of their patients' admissions
 
 
@@ -47,8 +47,9 @@ class SplitConfig:
 class NoteConfig:
     """Which discharge-summary sections make the admission note, in order."""
 
+    # Admission-time sections, in note order; a discharge-time section (hospital course, results) leaks the answer.
     sections: list[str] = field(default_factory=lambda: list(sections.ADMISSION_SECTIONS))
-    require_any: list[str] = field(default_factory=lambda: list(sections.REQUIRED_ANY))
+    require_any: list[str] = field(default_factory=lambda: list(sections.REQUIRED_ANY))  # a note needs one of these
 
 
 @dataclass
@@ -57,15 +58,15 @@ class PreprocessConfig:
 
     mimic_dir: str = ""  # MIMIC-IV root: holds hosp/ (or the hosp tables themselves)
     note_dir: Optional[str] = None  # MIMIC-IV-Note root (holds note/); default: mimic_dir
-    out: str = ""
-    overwrite: bool = False
-    seed: int = 42
-    data_source: str = DATA_SOURCE
-    split: SplitConfig = field(default_factory=SplitConfig)
-    note: NoteConfig = field(default_factory=NoteConfig)
+    out: str = ""  # output folder (--out)
+    overwrite: bool = False  # replace an existing output folder, once the new one is complete (--overwrite)
+    seed: int = 42  # seeds the patient-level split and the row order
+    data_source: str = DATA_SOURCE  # `data_source` of the VERL rows
+    split: SplitConfig = field(default_factory=SplitConfig)  # patient-disjoint train/val/test
+    note: NoteConfig = field(default_factory=NoteConfig)  # how the admission note is cut from the discharge note
     block_size_mb: int = 4  # CSV bytes parsed per block; peak memory grows with it
     workers: int = 2  # processes that cut notes; 0: all in this process (and the ICD release too)
-    progress: bool = True
+    progress: bool = True  # progress bars on stderr
     # Warn on the console when more than this share of the admissions is dropped (1: never).
     warn_dropped_share: float = 0.5
 

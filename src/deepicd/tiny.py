@@ -76,17 +76,17 @@ class TinyModelConfig:
     """Size and seed of the tiny model; presets live in `configs/tiny/*.yaml`."""
 
     vocab_size: int = 4096  # total, including the special tokens and the answer tags
-    hidden_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    intermediate_size: int = 384
-    max_position_embeddings: int = 2048
-    rope_theta: float = 10000.0
-    initializer_range: float = 0.02
-    seed: int = 42
-    min_frequency: int = 2
-    corpus_max_chars: int = 20_000_000
+    hidden_size: int = 128  # width of the residual stream
+    num_hidden_layers: int = 2  # transformer blocks
+    num_attention_heads: int = 4  # query heads per block
+    num_key_value_heads: int = 2  # key/value heads (grouped-query attention, as in Qwen2.5)
+    intermediate_size: int = 384  # width of the MLP
+    max_position_embeddings: int = 2048  # longest sequence, prompt and completion together
+    rope_theta: float = 10000.0  # base of the rotary position embedding
+    initializer_range: float = 0.02  # standard deviation of the random initial weights
+    seed: int = 42  # same seed and corpus: byte-identical weights and tokenizer
+    min_frequency: int = 2  # a BPE merge must occur this often in the corpus to enter the vocabulary
+    corpus_max_chars: int = 20_000_000  # cap on the text read from --corpus files
 
 
 @dataclass

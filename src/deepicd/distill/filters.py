@@ -40,9 +40,9 @@ REASONS = (
 class FilterConfig:
     """Bounds and switches of the trace filters (the paper's kept traces ran 31 to 883 words)."""
 
-    min_words: int = 30
-    max_words: int = 1000
-    reject_early_mention: bool = True
+    min_words: int = 30  # a shorter reasoning is rejected
+    max_words: int = 1000  # a longer reasoning is rejected (0: no bound)
+    reject_early_mention: bool = True  # reject a reasoning that names the gold code (the oracle gave it away)
     paper_pattern: bool = False  # validate codes with the published pattern (rejects C4A, O9A, ...)
     # Keep the teacher's reasoning and write the gold code as its answer when the teacher's own
     # answer is missing, malformed or wrong. Only for a teacher too small to follow the oracle

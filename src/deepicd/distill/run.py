@@ -51,10 +51,10 @@ IDENTITY_KEYS = ("split", "oracle_prompt", "teacher")
 class DistillConfig:
     """One distillation preset; shipped ones live in `configs/distill/*.yaml`."""
 
-    name: str = "paper"
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    filters: FilterConfig = field(default_factory=FilterConfig)
+    name: str = "paper"  # the preset's name, recorded in the manifest
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # the teacher and the backend that runs it
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # how the teacher samples
+    filters: FilterConfig = field(default_factory=FilterConfig)  # which traces are kept
     guidelines_dir: str = ""  # folder of chapter_<n>.json files; empty: the tabular list's chapter notes
     guidelines_max_chars: int = 4000  # cap on the guideline excerpt in the oracle prompt (0: no cap)
     # Share of patients held out as SFT validation samples. 0 (the paper preset): the published SFT trained on

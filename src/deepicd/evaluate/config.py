@@ -25,9 +25,9 @@ LABEL_SPACES = ("train", "all-splits")
 class BootstrapConfig:
     """Percentile bootstrap over notes; `samples: 0` skips the intervals."""
 
-    samples: int = 1000
-    confidence: float = 0.95
-    seed: int = 42
+    samples: int = 1000  # resamples of the notes
+    confidence: float = 0.95  # coverage of the interval
+    seed: int = 42  # seeds the resampling
 
 
 def _greedy() -> SamplingConfig:
@@ -39,7 +39,7 @@ def _greedy() -> SamplingConfig:
 class EvaluateConfig:
     """One evaluation: which split, how predictions are read and scored, how they are generated."""
 
-    name: str = "default"
+    name: str = "default"  # the preset's name, recorded in the manifest
     # Split of the data folder to evaluate in --model mode ("test", "val", ...).
     split: str = "test"
     # Evaluate only the first N notes (0: all), for smoke tests.
@@ -69,9 +69,9 @@ class EvaluateConfig:
     selection: str = "first"
     # Method label for `deepicd report` (baseline, grpo, sft, sft-grpo); empty: from the model's manifest.
     stage: str = ""
-    plots: bool = True
-    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
-    sampling: SamplingConfig = field(default_factory=_greedy)
+    plots: bool = True  # write the PNG figures beside metrics.json
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)  # confidence intervals of the metrics
+    sampling: SamplingConfig = field(default_factory=_greedy)  # --model mode: how answers are generated
     # --model mode only: the backend and its settings (`generator.model` is set from --model).
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
 

@@ -23,11 +23,11 @@ class SamplingConfig:
     1.05), and the distribution sampled would not be the one configured here.
     """
 
-    temperature: float = 0.9
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
-    n: int = 1
-    seed: int = 42
+    temperature: float = 0.9  # 0: greedy
+    top_p: float = 1.0  # nucleus sampling (1: off)
+    max_new_tokens: int = 1024  # tokens generated per completion at most
+    n: int = 1  # completions per prompt
+    seed: int = 42  # seeds the sampling, per request where the backend allows it
     top_k: int = 0  # keep the k most likely tokens; 0 (or -1) is off
     min_p: float = 0.0  # drop tokens below min_p x the top token's probability; 0 is off
     repetition_penalty: float = 1.0  # penalise tokens already in the prompt or the output; 1 is off

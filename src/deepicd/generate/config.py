@@ -46,14 +46,14 @@ class GeneratorConfig:
     timeout_s: float = 600.0  # one attempt of one request, in seconds
     retries: int = 3  # further attempts after a connection error, timeout, 429 or 5xx
     backoff_s: float = 1.0  # first wait between attempts; doubles each time
-    allowed_hosts: list[str] = field(default_factory=list)
-    allow_external_endpoint: bool = False
+    allowed_hosts: list[str] = field(default_factory=list)  # hosts outside loopback and private networks you vouch for
+    allow_external_endpoint: bool = False  # allow any host: only if the data use agreement permits it
 
     # vllm (offline engine on this node's GPUs)
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1  # engine replicas, each on its own tensor_parallel_size GPUs
-    gpu_memory_utilization: float = 0.9
-    max_model_len: Optional[int] = None
+    gpu_memory_utilization: float = 0.9  # share of each GPU the engine may take for weights and KV cache
+    max_model_len: Optional[int] = None  # longest prompt + completion in tokens; None: the model's own limit
     chunk_size: int = 256  # prompts handed to an engine at a time; results are yielded per chunk
 
 

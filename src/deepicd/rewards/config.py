@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 class OutcomeConfig:
     """Hierarchical-prefix reward: how much of the gold code the prediction gets right."""
 
-    weight: float = 1.0
+    weight: float = 1.0  # multiplies the term before it is added to the reward
     match: float = 15.0  # per character of the gold code on an exact match; scales partial credit too
     no_match: float = -1.0  # no pair, an invalid code, or a different first character
 
@@ -24,24 +24,24 @@ class OutcomeConfig:
 class FormatConfig:
     """Bonus when the first pair has a non-empty think block (whitespace counts, as published)."""
 
-    weight: float = 1.0
-    trace_bonus: float = 1.0
+    weight: float = 1.0  # multiplies the term before it is added to the reward
+    trace_bonus: float = 1.0  # added when the first pair's think block is non-empty
 
 
 @dataclass
 class ExtraPairsConfig:
     """Penalty per pair after the first: one answer per note."""
 
-    weight: float = 1.0
-    penalty: float = -1.0
+    weight: float = 1.0  # multiplies the term before it is added to the reward
+    penalty: float = -1.0  # added once per pair after the first
 
 
 @dataclass
 class EmptyConfig:
     """Penalty for a zero-length completion, on top of the outcome's no-pair value."""
 
-    weight: float = 1.0
-    penalty: float = -5.0
+    weight: float = 1.0  # multiplies the term before it is added to the reward
+    penalty: float = -5.0  # added for a completion with no text at all
 
 
 @dataclass
@@ -52,22 +52,22 @@ class JudgeConfig:
     `paper-judge` preset sets every key that makes the published judge.
     """
 
-    weight: float = 1.0
-    scale: float = 0.8
+    weight: float = 1.0  # multiplies the term before it is added to the reward
+    scale: float = 0.8  # the term is scale x the 1-5 rating (the published 0.8: 0.8 to 4.0)
     # Term value when a judge reply has no parseable score (the published code counts 0).
     unparsed_value: float = 0.0
     # Term value when the judge cannot be reached or times out after all retries.
     fallback_value: float = 0.0
-    url: str = "http://127.0.0.1:8000/v1"
-    model: str = ""
+    url: str = "http://127.0.0.1:8000/v1"  # OpenAI-compatible base URL of the judge server (yours, not a third party's)
+    model: str = ""  # model name sent to the server; empty: the first one it lists under /models
     api: str = "chat"  # "chat" or "completions"
     # With api=completions, whose chat template turns the messages into the prompt: "" (none: a plain-text
     # prompt), "same-as-model" (the judge model's own tokenizer, as published), or a Hugging Face id or folder.
     tokenizer: str = ""
     api_key_env: str = ""  # name of the environment variable holding the key; never the key itself
     temperature: float = 0.0  # above 0, identical requests are sent separately and nothing is cached
-    top_p: float = 1.0
-    max_tokens: int = 64
+    top_p: float = 1.0  # nucleus sampling of the judge (1: off)
+    max_tokens: int = 64  # tokens the judge may write per rating
     # "extended" (reasoning and the code's fit) or "paper" (the published criteria: the reasoning given the code).
     rubric: str = "extended"
     # "lenient" (a 1-5 integer found anywhere) or "paper" (the first {...} as JSON, its score taken as it is).
@@ -75,36 +75,36 @@ class JudgeConfig:
     # Ask the judge only when the diagnosis text as written, dots included, passes the code pattern
     # (the published gate: "I21.4" gets the judge malus although the outcome term strips the dot).
     gate_on_raw_text: bool = False
-    concurrency: int = 32
-    timeout_s: float = 30.0
-    retries: int = 3
-    backoff_s: float = 0.5
-    batch_deadline_s: float = 300.0
+    concurrency: int = 32  # requests in flight per event loop
+    timeout_s: float = 30.0  # per request
+    retries: int = 3  # on connection errors, timeouts, 5xx and 429
+    backoff_s: float = 0.5  # the first retry waits about this long, doubling after each
+    batch_deadline_s: float = 300.0  # rows of a batch still unanswered then get fallback_value
     cache_dir: str = ""  # empty: no on-disk cache
     guidelines_dir: str = ""  # folder of chapter_<n>.json guideline files; empty: tabular chapter notes only
     guideline_max_chars: int = 4000  # the chapter guideline excerpt is cut to this length (0: whole chapter)
     # Extra JSON fields sent with every request (server-specific, e.g. vLLM's guided decoding options).
     extra_body: dict = field(default_factory=dict)
-    allowed_hosts: list[str] = field(default_factory=list)
-    allow_external_endpoint: bool = False
+    allowed_hosts: list[str] = field(default_factory=list)  # hosts outside loopback and private networks you vouch for
+    allow_external_endpoint: bool = False  # allow any host: only if the data use agreement permits it
 
 
 @dataclass
 class RewardConfig:
     """One reward preset: which terms are on, their constants, and how completions are read."""
 
-    name: str = "paper"
+    name: str = "paper"  # the preset's name, recorded with the scores
     # The assistant turn is prefilled with this text; scorers prepend it before parsing.
     prefill: str = "<think>"
     # "release": every category of the ICD-10-CM release is valid (our one deviation);
     # "paper": the published pattern, which rejects C4A, M1A, O9A, QA0, ...
     code_pattern: str = "release"
-    components: list[str] = field(default_factory=lambda: ["outcome", "format", "extra_pairs", "empty"])
-    outcome: OutcomeConfig = field(default_factory=OutcomeConfig)
-    format: FormatConfig = field(default_factory=FormatConfig)
-    extra_pairs: ExtraPairsConfig = field(default_factory=ExtraPairsConfig)
-    empty: EmptyConfig = field(default_factory=EmptyConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    components: list[str] = field(default_factory=lambda: ["outcome", "format", "extra_pairs", "empty"])  # terms on
+    outcome: OutcomeConfig = field(default_factory=OutcomeConfig)  # hierarchical-prefix match with the gold code
+    format: FormatConfig = field(default_factory=FormatConfig)  # a reasoning before the answer
+    extra_pairs: ExtraPairsConfig = field(default_factory=ExtraPairsConfig)  # one answer per note
+    empty: EmptyConfig = field(default_factory=EmptyConfig)  # an empty completion
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # the LLM judge of the reasoning (when listed)
 
 
 def load_reward_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> RewardConfig:

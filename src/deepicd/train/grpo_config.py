@@ -27,8 +27,8 @@ ATTENTION = ("sdpa", "flash_attention_2", "flash_attention_3", "eager")
 class RewardSettings:
     """Which reward preset scores the completions (`configs/rewards/<preset>.yaml` or a YAML path)."""
 
-    preset: str = "paper-judge"
-    overrides: list[str] = field(default_factory=list)
+    preset: str = "paper-judge"  # reward preset name (configs/rewards/NAME.yaml) or a YAML file
+    overrides: list[str] = field(default_factory=list)  # key=value overrides of the reward preset
 
 
 @dataclass
@@ -38,36 +38,36 @@ class GRPOSettings:
     train_batch_size: int = 64  # prompts per step
     mini_batch_size: int = 64  # prompts per optimizer update; equal to train_batch_size = one update per step
     num_generations: int = 8  # completions sampled per prompt (the group)
-    temperature: float = 0.9
-    top_p: float = 1.0
-    learning_rate: float = 1e-6
-    warmup_steps: int = 80
-    epochs: int = 1
+    temperature: float = 0.9  # sampling temperature of the rollouts
+    top_p: float = 1.0  # nucleus sampling of the rollouts (1: off)
+    learning_rate: float = 1e-6  # AdamW, constant after warm-up
+    warmup_steps: int = 80  # linear warm-up of the learning rate, in optimizer steps
+    epochs: int = 1  # passes over the training prompts (when max_steps is -1)
     max_steps: int = -1  # > 0 stops after this many steps; -1 lets `epochs` decide
     max_prompt_length: int = 2048  # tokens; longer prompts are dropped, not truncated
     max_completion_length: int = 1024  # tokens
-    entropy_coef: float = 0.001
+    entropy_coef: float = 0.001  # weight of the entropy bonus in the actor loss
     kl_loss_coef: float = 0.0  # 0 = no KL loss, no reference model
-    kl_in_reward: bool = False
-    clip_ratio: float = 0.2
-    bf16: bool = True
-    gradient_checkpointing: bool = True
-    save_steps: int = 50
+    kl_in_reward: bool = False  # subtract a KL penalty from the reward instead (needs the reference model)
+    clip_ratio: float = 0.2  # PPO clip range of the importance ratio
+    bf16: bool = True  # bfloat16 mixed precision (GPU); ignored on the CPU
+    gradient_checkpointing: bool = True  # recompute activations in the backward pass to save memory (GPU)
+    save_steps: int = 50  # checkpoint every N steps (resumable)
     eval_steps: int = 50  # validation every N steps (VERL); 0 = never
-    seed: int = 42
+    seed: int = 42  # seeds sampling, data order and initialisation of the run
 
 
 @dataclass
 class VerlSettings:
     """Settings only VERL has: cluster shape, rollout engine, micro-batching, logging."""
 
-    nnodes: int = 1
-    n_gpus_per_node: int = 8
+    nnodes: int = 1  # machines of the Ray cluster
+    n_gpus_per_node: int = 8  # GPUs used on each machine
     ray_address: str = ""  # multi-node: address of a running Ray cluster ("auto" or host:port); empty = local
-    micro_batch_size_per_gpu: int = 4
+    micro_batch_size_per_gpu: int = 4  # sequences per forward/backward pass of the actor on one GPU
     rollout: str = "vllm"  # vllm, sglang or trtllm
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.4
+    tensor_parallel_size: int = 1  # GPUs that hold one copy of the rollout engine
+    gpu_memory_utilization: float = 0.4  # share of each GPU the rollout engine may take for weights and KV cache
     # Planning: GPU memory in GB as vendors state it (80 for H100); 0 = the GPUs detected at launch.
     gpu_memory_gb: float = 0.0
     # Pick the smallest tensor-parallel size (and, if needed, FSDP offload) that fits the GPUs; false keeps the preset.
@@ -77,21 +77,21 @@ class VerlSettings:
     # Attention kernel of the FSDP actor and reference. VERL asks for flash_attention_2, which needs the
     # flash-attn package; sdpa ships with torch and is exact with remove_padding (packed sequences are masked).
     attn_implementation: str = "sdpa"
-    remove_padding: bool = True
-    reward_workers: int = 8
+    remove_padding: bool = True  # pack sequences without padding in the actor (faster, same result)
+    reward_workers: int = 8  # processes that score rollouts
     judge_max_concurrent: int = 64  # responses scored at once per reward worker when the judge is on
     reward_timeout_s: float = 900.0  # per response, judge included; must exceed the judge's batch deadline
-    project_name: str = "deepicd"
+    project_name: str = "deepicd"  # the logger's project (wandb, tensorboard)
     experiment_name: str = ""  # empty: the preset name
-    logger: list[str] = field(default_factory=lambda: ["console"])
-    val_before_train: bool = False
+    logger: list[str] = field(default_factory=lambda: ["console"])  # VERL loggers: console, wandb, tensorboard
+    val_before_train: bool = False  # score the validation split once before the first step
     max_checkpoints_to_keep: int = 2  # older global_step_N folders are deleted (a 32B checkpoint is ~390 GB)
     # How the assistant turn starts with the reward preset's prefill (`<think>`). "template": a chat template
     # whose generation prompt ends with it, so the policy continues inside its reasoning. "closed-turn": as the
     # published run, the prefill is a closed assistant message before the generation prompt (never prefilled).
     prefill: str = "template"
     chat_template_file: str = ""  # Jinja chat template of the model; empty: read it from the model's tokenizer
-    export_after_training: bool = True
+    export_after_training: bool = True  # write the final actor as a Hugging Face model to <out>/model
     extra_overrides: list[str] = field(default_factory=list)  # raw VERL overrides, appended last
 
 
@@ -101,12 +101,12 @@ class TrlSettings:
 
     per_device_batch_size: int = 8  # completions per forward/backward pass
     use_vllm: str = "auto"  # auto (when vllm is installed and a GPU is present), true or false
-    vllm_gpu_memory_utilization: float = 0.3
+    vllm_gpu_memory_utilization: float = 0.3  # share of the GPU vLLM may take when it generates
     loss_type: str = "dapo"  # token-level averaging, as VERL's token-mean
-    logging_steps: int = 1
-    save_total_limit: int = 2
-    report_to: list[str] = field(default_factory=lambda: ["none"])
-    log_completions: bool = False
+    logging_steps: int = 1  # log losses and rewards every N steps
+    save_total_limit: int = 2  # checkpoints kept under <out>/checkpoints
+    report_to: list[str] = field(default_factory=lambda: ["none"])  # TRL integrations: none, wandb, tensorboard
+    log_completions: bool = False  # print sampled completions with their rewards
     dtype: str = "auto"  # auto, bfloat16 or float32
     cpu_threads: int = 0  # torch threads when training on the CPU; 0 = torch's default
 
@@ -115,18 +115,18 @@ class TrlSettings:
 class GRPORunConfig:
     """A whole GRPO run: model, data, reward, hyper-parameters, engine blocks and output folder."""
 
-    name: str = ""
+    name: str = ""  # the preset's name, recorded in the manifest
     stage: str = "grpo"  # "grpo" (from an instruct model) or "sft-grpo" (from an SFT checkpoint)
-    backend: str = "verl"
+    backend: str = "verl"  # "verl" (GPU nodes, Ray) or "trl" (one device)
     model: str = ""  # Hugging Face folder or hub id
     data_dir: str = ""  # output of `deepicd preprocess`
-    out_dir: str = ""
-    max_train_samples: int = -1
-    max_val_samples: int = -1
-    reward: RewardSettings = field(default_factory=RewardSettings)
-    grpo: GRPOSettings = field(default_factory=GRPOSettings)
-    verl: VerlSettings = field(default_factory=VerlSettings)
-    trl: TrlSettings = field(default_factory=TrlSettings)
+    out_dir: str = ""  # run folder: checkpoints, model, manifest, reward curves
+    max_train_samples: int = -1  # use only the first N training prompts (-1: all)
+    max_val_samples: int = -1  # use only the first N validation prompts (-1: all)
+    reward: RewardSettings = field(default_factory=RewardSettings)  # what scores the completions
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)  # hyper-parameters both engines read
+    verl: VerlSettings = field(default_factory=VerlSettings)  # read only by the verl backend
+    trl: TrlSettings = field(default_factory=TrlSettings)  # read only by the trl backend
 
 
 def presets() -> list[str]:

@@ -53,21 +53,21 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 class SFTRunConfig:
     """One SFT preset; shipped ones live in `configs/sft/*.yaml`."""
 
-    name: str = "qwen2.5-7b"
-    seed: int = 42
-    epochs: float = 1.0
+    name: str = "qwen2.5-7b"  # the preset's name, recorded in the manifest
+    seed: int = 42  # seeds data order, dropout and initialisation
+    epochs: float = 1.0  # passes over the training samples (fractions allowed)
     max_steps: int = -1  # > 0: stop after this many optimizer steps (overrides epochs)
     batch_size: int = 32  # effective batch: per device x accumulation x processes
-    per_device_batch_size: int = 8
-    learning_rate: float = 2e-5
-    lr_scheduler: str = "cosine"
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
+    per_device_batch_size: int = 8  # samples per forward/backward pass; the rest is gradient accumulation
+    learning_rate: float = 2e-5  # peak learning rate
+    lr_scheduler: str = "cosine"  # any transformers scheduler name (cosine, linear, constant_with_warmup, ...)
+    warmup_steps: int = 100  # linear warm-up, in optimizer steps
+    weight_decay: float = 0.01  # decoupled weight decay of AdamW
     optimizer: str = "adamw_torch"  # any transformers `optim` name (adamw_torch_fused on recent GPUs)
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # gradient clipping
     # bf16-mixed: fp32 master weights, bf16 compute (the usual recipe); bf16: weights in bf16 too; fp32: CPU.
     precision: str = "bf16-mixed"
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = True  # recompute activations in the backward pass to save memory
     max_length: int = 4096  # tokens of prompt + completion per sample
     # What happens to a sample longer than max_length. "drop" (default): it is left out and counted; a cut
     # sample would teach the model to stop mid-thought without an answer. "truncate": TRL keeps its first
@@ -79,12 +79,12 @@ class SFTRunConfig:
     attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (if installed)
     device: str = "auto"  # auto | cpu | cuda
     cpu_threads: int = 0  # torch threads when training on CPU (0: torch's default); 1 is fastest on a busy machine
-    logging_steps: int = 10
-    save_steps: int = 200
-    save_total_limit: int = 2
+    logging_steps: int = 10  # log the loss every N steps
+    save_steps: int = 200  # checkpoint every N steps (a rerun resumes from the last one)
+    save_total_limit: int = 2  # checkpoints kept under <out>/checkpoints
     eval_steps: int = 0  # evaluate on the val set every N steps (0: once, at the end)
-    dataset_num_proc: int = 1
-    dataloader_num_workers: int = 0
+    dataset_num_proc: int = 1  # processes that tokenize the samples
+    dataloader_num_workers: int = 0  # processes that load batches (0: the training process)
     report_to: list[str] = field(default_factory=list)  # e.g. [tensorboard]; empty: log to the console only
     # GPU size in GB (10^9 bytes, as sold: 80 for an H100) for the memory check; 0: ask the driver.
     gpu_memory_gb: float = 0.0
