@@ -90,3 +90,44 @@ def test_every_schema_key_says_what_it_does(schema):
             if "#" not in lines[node.end_lineno - 1] and not above.startswith("#"):
                 silent.append(node.target.id)
     assert silent == [], f"add a comment to {schema.__name__}: {', '.join(silent)}"
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+BASES = [(group, p.stem) for group in GROUPS for p in sorted((CONFIG_ROOT / group).glob("_*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "name"), PRESETS + BASES, ids=[f"{g}/{n}" for g, n in PRESETS + BASES])
+def test_a_preset_holds_only_what_differs(group, name):
+    """The schema is the single source of defaults: a preset (or base) sets a key only to change what the
+    schema, or the base and presets it composes, would give."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from deepicd.config import compose_dict
+
+    own = yaml.safe_load((CONFIG_ROOT / group / f"{name}.yaml").read_text()) or {}
+    inherited = OmegaConf.to_container(OmegaConf.structured(schema_for(group)))
+    for entry in own.pop("defaults", []):
+        if entry != "_self_":
+            inherited = OmegaConf.to_container(
+                OmegaConf.merge(inherited, compose_dict(group, CONFIG_ROOT / group / f"{entry}.yaml")))
+    inherited = _flat(inherited)
+    restated = [key for key, value in _flat(own).items() if key != "name" and inherited.get(key, object()) == value]
+    assert restated == [], f"{group}/{name}.yaml restates inherited values: {', '.join(restated)}"
+
+
+def test_bases_are_not_presets():
+    assert BASES, "the grpo and sft groups compose their paper presets from a base"
+    for group, name in BASES:
+        assert name not in available_presets(group)
+        with pytest.raises(ConfigError, match="unknown .* preset"):
+            load(schema_for(group), group, name)

@@ -1,8 +1,10 @@
 """Typed configuration: Hydra composes YAML presets and `key=value` overrides into dataclasses.
 
-Every stage owns a dataclass schema. A preset is `configs/<group>/<name>.yaml`
-inside the package (or any YAML file the user points at); it may pull in other
-presets of its group through a Hydra `defaults:` list. Composition happens once,
+Every stage owns a dataclass schema, the single source of defaults, each key
+commented where it is declared. A preset is `configs/<group>/<name>.yaml` inside
+the package (or any YAML file the user points at) and holds only what differs:
+from the schema, or from the base (`_<name>.yaml`) or preset it composes through
+a Hydra `defaults:` list. Composition happens once,
 at the edge (the CLI); the result is a plain dataclass, validated against the
 schema, so stage code never sees OmegaConf objects or environment variables.
 """
@@ -49,9 +51,13 @@ def schema_for(group: str) -> type:
 
 
 def available_presets(group: str) -> list[str]:
-    """Names of the presets shipped for a group, e.g. `available_presets("rewards")`."""
+    """Names of the presets shipped for a group, e.g. `available_presets("rewards")`.
+
+    A file whose name starts with `_` is a base that presets of the group compose (Hydra `defaults:`),
+    not a preset of its own.
+    """
     folder = CONFIG_ROOT / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")) if folder.is_dir() else []
 
 
 def _compose(config_dir: Path, config_name: str) -> dict:

@@ -66,6 +66,9 @@ class VerlSettings:
     ray_address: str = ""  # multi-node: address of a running Ray cluster ("auto" or host:port); empty = local
     micro_batch_size_per_gpu: int = 4  # sequences per forward/backward pass of the actor on one GPU
     rollout: str = "vllm"  # vllm, sglang or trtllm
+    # The published run: tensor parallel 1 at 0.4. vLLM fits weights and KV cache inside 0.4 x memory, so a 32B
+    # model fits only on GPUs of >= ~160 GB; auto_fit raises the tensor-parallel size (and, if needed, offloads)
+    # on smaller GPUs and prints what it changed.
     tensor_parallel_size: int = 1  # GPUs that hold one copy of the rollout engine
     gpu_memory_utilization: float = 0.4  # share of each GPU the rollout engine may take for weights and KV cache
     # Planning: GPU memory in GB as vendors state it (80 for H100); 0 = the GPUs detected at launch.
@@ -85,7 +88,7 @@ class VerlSettings:
     experiment_name: str = ""  # empty: the preset name
     logger: list[str] = field(default_factory=lambda: ["console"])  # VERL loggers: console, wandb, tensorboard
     val_before_train: bool = False  # score the validation split once before the first step
-    max_checkpoints_to_keep: int = 2  # older global_step_N folders are deleted (a 32B checkpoint is ~390 GB)
+    max_checkpoints_to_keep: int = 2  # older global_step_N folders are deleted (12 bytes a parameter: ~390 GB for 32B)
     # How the assistant turn starts with the reward preset's prefill (`<think>`). "template": a chat template
     # whose generation prompt ends with it, so the policy continues inside its reasoning. "closed-turn": as the
     # published run, the prefill is a closed assistant message before the generation prompt (never prefilled).
