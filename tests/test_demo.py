@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 def test_demo_chain_runs_every_stage_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
     overrides = [
-        f"out={out}", "admissions=160", "codes=4", "preprocess=[split.min_count=2]",
+        f"out={out}", "admissions=160", "codes=4", "codes_per_category=1", "categories_per_chapter=1",
+        "preprocess=[split.min_count=2]",
         "instruct=[max_steps=4,cpu_threads=1]",
         "grpo=[grpo.max_steps=1,max_train_samples=8,grpo.max_completion_length=8]",
         "sft_grpo=[grpo.max_steps=1,max_train_samples=8,grpo.max_completion_length=8]",

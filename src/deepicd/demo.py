@@ -1,7 +1,7 @@
 """`make demo`: every stage of the pipeline, for real, on one CPU, in minutes.
 
 synthetic MIMIC-IV -> preprocess -> tiny model -> an instruct-like base (SFT on
-the answer format with random codes) -> R1-zero GRPO (TRL, rule rewards + LLM
+the answer format: the note's body system named, the code from a wrong chapter) -> R1-zero GRPO (TRL, rule rewards + LLM
 judge served by `transformers serve` on loopback) -> distillation with that
 GRPO model as teacher -> SFT -> SFT+GRPO -> outcome-only SFT (the answer alone,
 no teacher: the paper's Table 4) -> evaluation of every model -> the report:
@@ -24,6 +24,7 @@ import argparse
 import json
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -108,10 +109,11 @@ class Demo:
         tiny = self.path("models", "tiny")
         self.step("tiny model", tiny, ["tiny-model", "--out", str(tiny), "--corpus", str(self.data / "train.parquet"),
                                        f"seed={c.seed}"])
-        # The paper starts from an instruct model: teach the tiny one the format and the notes' words, with
-        # codes drawn at random, so it answers in format some of the time but knows nothing of the codes.
+        # The paper starts from an instruct model: teach the tiny one the format, the notes' words and their
+        # body systems, with every answer from a wrong chapter, so it answers in format but misses every
+        # chapter, and GRPO has something to learn from the reward (see deepicd.train.format_data).
         format_data = self.path("format-data")
-        self.step("format-only SFT data (random codes)", format_data, [
+        self.step("format-only SFT data (answers from wrong chapters)", format_data, [
             "format-data", "--data", str(self.data), "--split", "train", "--out", str(format_data),
             "--seed", str(c.seed)])
         instruct = self.path("models", "instruct")
@@ -193,12 +195,22 @@ def main(argv: list[str] | None = None) -> int:
     config = configuration.load(DemoConfig, "demo", args.config, args.overrides)
     if args.fresh:
         shutil.rmtree(config.out, ignore_errors=True)
+    # A terminated demo unwinds like an interrupted one: the running stage is killed, the judge server
+    # stopped, and the next run continues from the last finished step.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         Demo(config).run()
     except DemoFailed as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("demo interrupted; rerun to continue where it stopped", file=sys.stderr)
+        return 130
     return 0
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

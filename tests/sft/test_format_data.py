@@ -1,8 +1,8 @@
-"""`deepicd format-data`: the answer format and the note's words, with codes that carry no information."""
+"""`deepicd format-data`: the answer format, the note's words and body system, and answers from another chapter."""
 
 from __future__ import annotations
 
-from collections import Counter
+import json
 
 import pandas as pd
 from sft_kit import admissions
@@ -12,31 +12,66 @@ from deepicd.cli import app
 from deepicd.rewards.completion import parse_completion
 
 
-def test_samples_are_well_formed_quote_the_note_and_answer_at_random(tmp_path):
+def test_samples_name_the_body_system_and_answer_from_another_chapter(tmp_path):
+    from deepicd import icd
+    from deepicd.train.format_data import CHAPTER_SYSTEMS
+
     data = tmp_path / "data"
     data.mkdir()
     frame = admissions(300, 1000)
     frame.to_parquet(data / "train.parquet")
-    result = CliRunner().invoke(app, ["format-data", "--data", str(data), "--out", str(tmp_path / "fmt"), "--max-words", "6"])
+    result = CliRunner().invoke(app, ["format-data", "--data", str(data), "--out", str(tmp_path / "fmt"), "--max-words", "6",
+                                      "--random-share", "0"])
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(tmp_path / "fmt" / "sft" / "train.parquet")
     assert len(table) == 300 and not (tmp_path / "fmt" / "sft" / "val.parquet").exists()
     gold = dict(zip(frame["hadm_id"].astype(str), frame["first_code"]))
     notes = dict(zip(frame["hadm_id"].astype(str), frame["text"]))
+    chapter_map = {}
     for row in table.itertuples(index=False):
         parsed = parse_completion(row.completion[0]["content"], prefill="")
         complaint = notes[row.hadm_id].split("\n")[0].removeprefix("CHIEF COMPLAINT: ")
-        # The trace restates the note's chief complaint, cut to --max-words.
-        assert parsed.prediction == row.code and parsed.trace == " " + " ".join(
-            f"The patient presents with {complaint}".split()[:6]).rstrip(".,;:") + ". "
-        assert 5 <= row.trace_words <= 6 and row.prompt[-1]["role"] == "user"
-    # The answers follow the split's code frequencies but are independent of the note's own code.
-    assert Counter(table["code"]).keys() == Counter(frame["first_code"]).keys()
-    agree = sum(row.code == gold[row.hadm_id] for row in table.itertuples(index=False)) / len(table)
-    assert agree < 0.35  # six equally frequent codes: chance is 1/6, learning from this set cannot beat it
+        own, answered = icd.chapter(gold[row.hadm_id]).number, icd.chapter(row.code).number
+        # The trace restates the chief complaint, cut to --max-words, and names the note's own body system.
+        opening = " ".join(f"The patient presents with {complaint}".split()[:6]).rstrip(".,;:")
+        assert parsed.prediction == row.code and parsed.trace == f" {opening}, which points to {CHAPTER_SYSTEMS[own]}. "
+        assert row.prompt[-1]["role"] == "user"
+        # The answer is a code of the split from another chapter, the same other chapter for every note of one.
+        assert answered != own and row.code in set(frame["first_code"])
+        assert chapter_map.setdefault(own, answered) == answered
+    assert sorted(chapter_map) == sorted(chapter_map.values())  # a shuffle of the chapters present
+    manifest = json.loads((tmp_path / "fmt" / "manifest.json").read_text())
+    assert manifest["prompts"]["answers"] == "shuffled-chapters" and len(manifest["chapter_map"]) == len(chapter_map)
     # Without a chief complaint, a sentence of the note stands in.
     from deepicd.train.format_data import trace
     import random
-    assert trace("PRESENT ILLNESS: pain in the left knee for days.", random.Random(0), 4) == " pain in the left. "
-    again = CliRunner().invoke(app, ["format-data", "--data", str(data), "--out", str(tmp_path / "again"), "--max-words", "6"])
+    assert trace("PRESENT ILLNESS: pain in the left knee for days.", "M5116", random.Random(0), 4) == (
+        " pain in the left, which points to a musculoskeletal disease. ")
+    again = CliRunner().invoke(app, ["format-data", "--data", str(data), "--out", str(tmp_path / "again"), "--max-words", "6",
+                                     "--random-share", "0"])
     assert again.exit_code == 0 and pd.read_parquet(tmp_path / "again" / "sft" / "train.parquet").equals(table)
+
+
+def test_a_random_share_of_answers_comes_from_the_whole_split(tmp_path):
+    from deepicd import icd
+
+    data = tmp_path / "data"
+    data.mkdir()
+    frame = admissions(600, 1000)
+    frame.to_parquet(data / "train.parquet")
+    result = CliRunner().invoke(app, ["format-data", "--data", str(data), "--out", str(tmp_path / "fmt"), "--random-share", "0.3"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(tmp_path / "fmt" / "sft" / "train.parquet")
+    gold = dict(zip(frame["hadm_id"].astype(str), frame["first_code"]))
+    # Six chapters of equal size: a random answer is in the note's own chapter 1 time in 6.
+    own = sum(icd.chapter(row.code).number == icd.chapter(gold[row.hadm_id]).number for row in table.itertuples())
+    assert 0.02 < own / len(table) < 0.09
+
+
+def test_one_chapter_cannot_be_answered_from_another(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    admissions(12, 1000).assign(first_code="I214").to_parquet(data / "train.parquet")
+    result = CliRunner().invoke(app, ["format-data", "--data", str(data), "--out", str(tmp_path / "fmt")])
+    assert result.exit_code == 2 and "at least two ICD-10-CM chapters" in result.output
+    assert not (tmp_path / "fmt").exists()
