@@ -315,8 +315,9 @@ def section_matmul_peak(plan: Plan, budget: Budget, context: dict) -> dict:
 def tiny_model(vocab_size: int):
     """deepicd's tiny model (its config and seeded init) on the CPU in fp32, and where it came from.
 
-    `deepicd.tiny` imports `deepicd.config`, hence omegaconf; where that is missing
-    the same shape is built directly, which checks the architecture just as well.
+    `deepicd.tiny` needs neither omegaconf nor Hydra to build a model; where it cannot be
+    imported all the same, the same shape is built directly, which checks the architecture
+    just as well.
     """
     import torch
 
@@ -425,20 +426,32 @@ def section_correctness(plan: Plan, budget: Budget, context: dict) -> dict:
 # -- 2. SFT throughput ---------------------------------------------------------------------------
 
 
+def flat_preset(path: Path) -> dict:
+    """A preset of a flat schema (SFT) as a dict, its `defaults:` list resolved in Hydra's order
+    (`_self_` where listed, else last) by updating a dict: PyYAML only, no Hydra."""
+    import yaml
+
+    own = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    entries = list(own.pop("defaults", []))
+    if "_self_" not in entries:
+        entries.append("_self_")
+    merged: dict = {}
+    for entry in entries:
+        merged.update(own if entry == "_self_" else flat_preset(path.parent / f"{entry}.yaml"))
+    return merged
+
+
 def sft_run_config(plan: Plan, device):
     """The shipped SFT preset as `deepicd sft` would read it, plus `--sft-set` and the benchmark's stop.
 
-    Read as flat YAML with PyYAML (a transformers dependency) rather than through
-    Hydra, which the GPU image lacks; the shipped SFT presets are flat.
+    Read with PyYAML (a transformers dependency) rather than through Hydra, which
+    the GPU image lacks (see `flat_preset`).
     """
     import yaml
 
     from deepicd.train import sft
 
-    path = ROOT / "src" / "deepicd" / "configs" / "sft" / f"{plan.sft_preset}.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if "defaults" in data:
-        raise ValueError(f"{path} composes other presets; gpu_check reads flat presets only")
+    data = flat_preset(ROOT / "src" / "deepicd" / "configs" / "sft" / f"{plan.sft_preset}.yaml")
     config = sft.SFTRunConfig(**data)
     known = {f.name for f in dataclasses.fields(config)}
     for pair in plan.sft_overrides:

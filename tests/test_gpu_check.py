@@ -106,7 +106,23 @@ def test_missing_packages_turn_into_skips(tmp_path):
     for name in ("sft", "grpo"):
         assert sections[name]["status"] == "skipped"
         assert sections[name]["reason"].startswith("trl not importable")
-    # deepicd.tiny needs omegaconf (through deepicd.config): the check falls back to the same shape.
+    # deepicd.tiny builds its model without omegaconf (the GPU image lacks it), so the check uses it.
     assert sections["correctness"]["status"] == "ok"
     assert sections["correctness"]["results"]["passed"] is True
-    assert "omegaconf" in sections["correctness"]["model"]
+    assert sections["correctness"]["model"] == "deepicd.tiny.init_model (default preset shape)"
+
+
+def test_its_flat_preset_reader_composes_sft_presets_as_hydra_does(monkeypatch):
+    """The GPU image lacks Hydra, so the check reads the SFT presets with PyYAML; it must see what `sft` sees."""
+    import importlib.util
+
+    from deepicd.config import CONFIG_ROOT, available_presets, compose_dict
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when the script runs: benchmarks/ on sys.path
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", module)  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    for name in available_presets("sft"):
+        flat = module.flat_preset(CONFIG_ROOT / "sft" / f"{name}.yaml")
+        assert flat == compose_dict("sft", name), name
