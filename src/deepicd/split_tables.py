@@ -81,21 +81,30 @@ def read_notes(data_dir: str | Path, split: str, *, columns: Sequence[str] | Non
     return read_notes_file(find_notes(data_dir, split), columns=columns, limit=limit)
 
 
+def columns_of(path: str | Path) -> list[str]:
+    """The column names of a parquet file; a file that is not parquet is a UserError naming it."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).names
+    except Exception as exc:  # pyarrow raises several types for a file that is not parquet
+        raise UserError(f"cannot read {path} as parquet: {exc}") from exc
+
+
+def _require(path: Path, wanted: Sequence[str]) -> None:
+    present = columns_of(path)
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise UserError(f"{path} lacks column(s) {', '.join(missing)} (has: {', '.join(present)})")
+
+
 def read_notes_file(path: str | Path, *, columns: Sequence[str] | None = None, limit: int = 0) -> pd.DataFrame:
     """A notes table, checked: the key columns and `columns` present, rows there, `hadm_id` unique and
     every `first_code` a well-formed ICD-10-CM code (without the dot). `columns=None` reads them all;
     `limit` keeps the first rows. Rows stay in file order."""
-    import pyarrow.parquet as pq
-
     path = Path(path)
-    try:
-        present = pq.read_schema(path).names
-    except Exception as exc:  # pyarrow raises several types for a file that is not parquet
-        raise UserError(f"cannot read {path} as parquet: {exc}") from exc
     wanted = list(dict.fromkeys([*KEY_COLUMNS, *(columns or [])]))
-    missing = [c for c in wanted if c not in present]
-    if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(missing)} (has: {', '.join(present)})")
+    _require(path, wanted)
     frame = pd.read_parquet(path, columns=None if columns is None else wanted)
     if limit:
         frame = frame.head(limit)
@@ -121,14 +130,7 @@ def read_notes_file(path: str | Path, *, columns: Sequence[str] | None = None, l
 
 def read_first_codes(path: str | Path) -> np.ndarray:
     """The normalised `first_code` column of a notes table, empty values left out (label spaces, baselines)."""
-    import pyarrow.parquet as pq
-
     path = Path(path)
-    try:
-        present = pq.read_schema(path).names
-    except Exception as exc:
-        raise UserError(f"cannot read {path} as parquet: {exc}") from exc
-    if "first_code" not in present:
-        raise UserError(f"{path} lacks column 'first_code' (has: {', '.join(present)})")
+    _require(path, ["first_code"])
     column = pd.read_parquet(path, columns=["first_code"])["first_code"].dropna()
     return np.asarray([code for code in (icd.normalize(c) for c in column) if code], dtype=object)

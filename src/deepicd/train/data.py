@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deepicd.errors import UserError
-from deepicd.split_tables import VERL_COLUMNS, notes_path, read_notes_file, verl_path
+from deepicd.split_tables import VERL_COLUMNS, columns_of, notes_path, read_notes_file, verl_path
 
 
 @dataclass(frozen=True)
@@ -104,16 +104,10 @@ def _check_row(path: Path, number: int, row: dict, need_note: bool) -> list[str]
 
 def read_examples(path: str | Path, limit: int = -1) -> list[Example]:
     """Training prompts from a VERL parquet or a plain admission-note parquet."""
-    import pyarrow.parquet as pq
-
     from deepicd.prompts import task
 
     path = Path(path)
-    try:
-        columns = set(pq.read_schema(path).names)
-    except Exception as exc:  # pyarrow raises several types for a file that is not parquet
-        raise UserError(f"{path}: cannot read it as parquet ({exc})") from exc
-    if set(VERL_COLUMNS) <= columns:
+    if set(VERL_COLUMNS) <= set(columns_of(path)):
         rows = _read(path, limit if limit > 0 else None)
         if not rows:
             raise UserError(f"{path}: no rows")
