@@ -53,7 +53,7 @@ def test_yaml_file_path_works(tmp_path):
 
 
 def _schemas_with_nested() -> list[type]:
-    """Every dataclass a config group's schema is made of, nested blocks included."""
+    """Every dataclass a config group's schema is made of, nested blocks and base classes included."""
     import dataclasses
     import typing
 
@@ -63,6 +63,9 @@ def _schemas_with_nested() -> list[type]:
         if cls in found:
             return
         found.append(cls)
+        for base in cls.__bases__:  # a shared base (EndpointConfig) declares keys too
+            if dataclasses.is_dataclass(base):
+                visit(base)
         hints = typing.get_type_hints(cls)
         for item in dataclasses.fields(cls):
             for candidate in (hints[item.name], *typing.get_args(hints[item.name])):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from deepicd.errors import UserError
@@ -25,6 +26,24 @@ ALLOW_HINT = (
 
 class EndpointRefused(UserError, ValueError):
     """A URL that would send MIMIC text off the user's own machines or cluster."""
+
+
+@dataclass
+class EndpointConfig:
+    """Where an OpenAI-compatible server is and how patiently to talk to it; the judge and generators share it."""
+
+    url: str = "http://127.0.0.1:8000/v1"  # base URL of the server (yours, not a third party's)
+    # Model name sent with each request; the judge takes the first one the server lists when this is empty.
+    model: str = ""
+    api: str = "completions"  # completions | chat
+    api_key_env: str = ""  # name of the environment variable holding the key, never the key; empty for local servers
+    concurrency: int = 16  # requests in flight at once, per event loop
+    timeout_s: float = 600.0  # one attempt of one request, in seconds
+    retries: int = 3  # further attempts after a connection error, timeout, 408, 409, 429 or 5xx
+    # The first retry waits about this long (or as long as the server's Retry-After asks), doubling after each.
+    backoff_s: float = 1.0
+    allowed_hosts: list[str] = field(default_factory=list)  # hosts outside loopback and private networks you vouch for
+    allow_external_endpoint: bool = False  # allow any host: only if the data use agreement permits it
 
 
 def _is_internal(address: str) -> bool:

@@ -16,11 +16,12 @@ Run as a server: `python distill_fakes.py DELAY_S` prints `PORT <n>` and serves 
 
 from __future__ import annotations
 
-import json
 import re
 import sys
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared fake server when run alone
+from fake_openai import Reply, completion, error, serve_in_process  # noqa: E402
 
 _GOLD = re.compile(r"<diagnosis>([A-Z0-9]+)</diagnosis>\.?\s*$")
 _NOTE = re.compile(r"Admission note:\n\n(.*?)\n\nPrimary discharge diagnosis", re.S)
@@ -84,61 +85,21 @@ class InProcessTeacher:
         self.closed = True
 
 
-class _Handler(BaseHTTPRequestHandler):
-    delay_s = 0.0
-
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
-
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self._send(200, {"object": "list", "data": [{"id": "fake-teacher", "object": "model"}]})
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if not self.path.endswith("/chat/completions"):
-            self._send(404, {"error": {"message": f"unknown path {self.path}"}})
-            return
-        messages = body["messages"]
-        if messages[-1] != {"role": "assistant", "content": "<think>"} or not body.get("continue_final_message"):
-            self._send(400, {"error": {"message": "expected a <think> prefill continued with continue_final_message"}})
-            return
-        time.sleep(self.delay_s)
-        note, gold = read_prompt(messages)
-        texts = [reply(note, gold, i) for i in range(int(body.get("n", 1)))]
-        if any(t is None for t in texts):
-            self._send(400, {"error": {"message": "this teacher refuses the note"}})
-            return
-        choices = [
-            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
-            for i, t in enumerate(texts)
-        ]
-        usage = {"prompt_tokens": 100, "completion_tokens": len(texts[0].split()), "total_tokens": 100}
-        self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices, "usage": usage})
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address) -> None:
-        # A client killed mid-request (the SIGKILL test) leaves a broken pipe: expected, not worth a traceback.
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            super().handle_error(request, client_address)
-
-
-def serve(delay_s: float) -> None:
-    _Handler.delay_s = delay_s
-    server = _QuietServer(("127.0.0.1", 0), _Handler)
-    print(f"PORT {server.server_address[1]}", flush=True)
-    server.serve_forever()
+def answer(path: str, body: dict, delay_s: float = 0.0) -> Reply:
+    """The teacher as a server's reply: a continued `<think>` prefill answered like `reply`, or an error."""
+    if not path.endswith("/chat/completions"):
+        return error(404, f"unknown path {path}")
+    messages = body["messages"]
+    if messages[-1] != {"role": "assistant", "content": "<think>"} or not body.get("continue_final_message"):
+        return error(400, "expected a <think> prefill continued with continue_final_message")
+    note, gold = read_prompt(messages)
+    texts = [reply(note, gold, i) for i in range(int(body.get("n", 1)))]
+    if any(t is None for t in texts):
+        return error(400, "this teacher refuses the note")
+    usage = {"prompt_tokens": 100, "completion_tokens": len(texts[0].split()), "total_tokens": 100}
+    return completion(body, texts, usage, delay_s=delay_s)
 
 
 if __name__ == "__main__":
-    serve(float(sys.argv[1]) if len(sys.argv) > 1 else 0.0)
+    delay = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0
+    serve_in_process(lambda path, body: answer(path, body, delay), ["fake-teacher"])

@@ -1,7 +1,7 @@
 """The OpenAI-compatible backend: endpoint policy, retries, timeouts, concurrency and both server dialects.
 
-Most tests talk to a small loopback server written here, whose answer depends on
-a marker in the prompt ([flaky]: 500 then success, [hang]: never answers, ...),
+Most tests talk to the shared loopback fake server (tests/fake_openai.py), whose
+answer depends on a marker in the prompt ([flaky]: 500 then success, [hang]: never answers, ...),
 so every failure path runs for real over HTTP. The slow tests use a real
 `transformers serve` of the tiny model.
 """
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import HANG, FakeOpenAIServer, Reply, completion, error, prompt_text
 
 from deepicd.errors import UserError
 from deepicd.generate import GenerationRequest, GeneratorConfig, SamplingConfig, build_generator
@@ -27,93 +26,34 @@ SAMPLE = SamplingConfig(temperature=0.9, max_new_tokens=16, n=2, seed=42)
 MARKERS = ("[flaky]", "[busy]", "[hang]", "[bad]", "[one]", "[slow]")
 
 
-class FakeServer:
-    """An OpenAI-compatible server on 127.0.0.1 that misbehaves on request."""
+class FakeServer(FakeOpenAIServer):
+    """The shared fake server, misbehaving as the prompt's marker asks; `calls` counts attempts per marker."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.calls: Counter = Counter()
-        self.bodies: list[dict] = []
-        self.in_flight = 0
-        self.peak = 0
-        self.lock = threading.Lock()
-        self.release = threading.Event()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(self.answer)
 
-    def _handler(self):
-        server = self
+    @property
+    def peak(self) -> int:
+        return self.max_in_flight
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.in_flight += 1
-                    server.peak = max(server.peak, server.in_flight)
-                try:
-                    status, payload = server.answer(self.path, body)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-                if status is None:
-                    return
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up on this request already
-                    pass
-
-        return Handler
-
-    def answer(self, path: str, body: dict):
-        prompt = body["prompt"] if path.endswith("/completions") and "prompt" in body else json.dumps(body["messages"])
-        marker = next((m for m in MARKERS if m in prompt), "[ok]")
+    def answer(self, path: str, body: dict) -> Reply:
+        marker = next((m for m in MARKERS if m in prompt_text(body)), "[ok]")
         with self.lock:
             self.calls[marker] += 1
-            self.bodies.append(body)
             count = self.calls[marker]
         if marker == "[hang]":
-            self.release.wait(30)
-            return None, None
+            return HANG
         if marker == "[flaky]" and count == 1:
-            return 500, {"error": {"message": "engine hiccup"}}
+            return error(500, "engine hiccup")
         if marker == "[busy]" and count == 1:
-            return 429, {"error": {"message": "slow down"}}
+            return error(429, "slow down")
         if marker == "[bad]":
-            return 400, {"error": {"message": "prompt too long"}}
-        if marker == "[slow]":
-            time.sleep(0.3)
+            return error(400, "prompt too long")
         n = 1 if marker == "[one]" else body.get("n", 1)
         texts = [f"{marker} seed={body.get('seed')} #{i}</think>\n<diagnosis>I10</diagnosis>" for i in range(n)]
-        if "prompt" in body:
-            choices = [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)]
-            kind = "text_completion"
-        else:
-            choices = [
-                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
-                for i, t in enumerate(texts)
-            ]
-            kind = "chat.completion"
         usage = {"prompt_tokens": 11, "completion_tokens": 5 * n, "total_tokens": 11 + 5 * n}
-        reply = {"id": "x", "object": kind, "created": 0, "model": body["model"], "choices": choices}
-        return 200, {**reply, "usage": usage}
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        return completion(body, texts, usage, delay_s=0.3 if marker == "[slow]" else 0.0)
 
 
 @pytest.fixture()

@@ -1,6 +1,6 @@
 """The reward adapters: the VERL entry loaded by VERL's own loader, and the TRL reward functions.
 
-A small OpenAI-compatible server on loopback plays the judge (always rating 4),
+The shared fake server (tests/fake_openai.py) plays the judge (always rating 4),
 so the judge path is exercised for real; a port with nothing listening plays
 the judge that is down.
 """
@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_openai import FakeOpenAIServer, completion
 
 from deepicd.rewards import verl_entry
 from deepicd.rewards.config import load_reward_config
@@ -30,44 +28,11 @@ NO_PAIR = "I am not sure."
 RULE_KEYS = ["score", "acc", "valid", "outcome", "format", "extra_pairs", "empty", "reward_error"]
 
 
-class RatingServer:
-    """A minimal OpenAI-compatible chat server that rates every reasoning 4."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests += 1
-                body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant",
-                                                                        "content": '{"score": 4}'}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture()
 def rating_server():
-    server = RatingServer()
-    yield server
-    server.close()
+    """The shared fake server as a judge that rates every reasoning 4."""
+    with FakeOpenAIServer(lambda path, body: completion(body, ['{"score": 4}']), ["fake-judge"]) as server:
+        yield server
 
 
 def compose_with_reward(preset: str, overrides: list[str]):

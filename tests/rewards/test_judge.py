@@ -1,6 +1,6 @@
 """The judge client against a fault-injecting OpenAI-compatible server on loopback.
 
-The server below answers each request according to a script chosen by a marker
+The shared fake server (tests/fake_openai.py) answers each request according to a script chosen by a marker
 in the admission note (`case=<name>`): hangs, 500s, 429s with Retry-After,
 malformed and out-of-range answers. Every test checks that every row gets a
 verdict, none is lost or reordered, and the batch ends in bounded time.
@@ -15,9 +15,9 @@ import re
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import HANG, FakeOpenAIServer, Reply, completion
 from typer.testing import CliRunner
 
 from deepicd.errors import ConfigError
@@ -49,115 +49,31 @@ SCRIPTS = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 256  # the default backlog of 5 drops bursts of connections for a second
-    daemon_threads = True
-
-
-class FakeJudgeServer:
-    """An OpenAI-compatible server in a thread that misbehaves on purpose."""
+class FakeJudgeServer(FakeOpenAIServer):
+    """The shared fake server, answering each request by the script its note names; every attempt is timed."""
 
     def __init__(self, models: list[str] | None = None) -> None:
-        self.lock = threading.Lock()
-        self.release = threading.Event()  # set at shutdown so hanging handlers return
         self.attempts: dict[str, list[float]] = {}
-        self.bodies: list[dict] = []
-        self.headers: list[dict] = []
-        self.paths: list[str] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.models = ["fake-judge"] if models is None else models
-        server = self
+        super().__init__(self._answer, ["fake-judge"] if models is None else models)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _send(self, status: int, payload: bytes, headers: dict | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_GET(self) -> None:
-                with server.lock:
-                    server.paths.append(self.path)
-                if self.path == "/v1/models":
-                    data = {"object": "list", "data": [{"id": m, "object": "model"} for m in server.models]}
-                    self._send(200, json.dumps(data).encode())
-                else:
-                    self._send(404, b"{}")
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.paths.append(self.path)
-                    server.bodies.append(body)
-                    server.headers.append(dict(self.headers))
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    self._answer(body)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-            def _answer(self, body: dict) -> None:
-                text = body["prompt"] if "prompt" in body else body["messages"][-1]["content"]
-                case = CASE.search(text).group(1)
-                with server.lock:
-                    attempt = len(server.attempts.setdefault(case, []))
-                    server.attempts[case].append(time.monotonic())
-                script = SCRIPTS[case]
-                kind, value = script[min(attempt, len(script) - 1)]
-                if kind == "slow":
-                    delay, value = value
-                    time.sleep(delay)
-                    kind = "json"
-                if kind == "hang":
-                    server.release.wait(30)
-                    self.close_connection = True
-                    return
-                if kind == "status":
-                    self._send(value, b'{"error": "injected"}')
-                elif kind == "retry-after":
-                    self._send(429, b'{"error": "busy"}', {"Retry-After": value})
-                elif kind == "raw":
-                    self._send(200, value)
-                else:
-                    if self.path.endswith("/chat/completions"):
-                        choice = {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": value},
-                            "finish_reason": "stop",
-                        }
-                    else:
-                        choice = {"index": 0, "text": value, "finish_reason": "stop"}
-                    self._send(200, json.dumps({"id": "x", "choices": [choice], "model": body["model"]}).encode())
-
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def requests(self) -> int:
+    def _answer(self, path: str, body: dict) -> Reply:
+        text = body["prompt"] if "prompt" in body else body["messages"][-1]["content"]
+        case = CASE.search(text).group(1)
         with self.lock:
-            return len(self.bodies)
-
-    def __enter__(self) -> "FakeJudgeServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+            attempt = len(self.attempts.setdefault(case, []))
+            self.attempts[case].append(time.monotonic())
+        script = SCRIPTS[case]
+        kind, value = script[min(attempt, len(script) - 1)]
+        if kind == "hang":
+            return HANG
+        if kind == "status":
+            return Reply(value, {"error": "injected"})
+        if kind == "retry-after":
+            return Reply(429, {"error": "busy"}, {"Retry-After": value})
+        if kind == "raw":
+            return Reply(200, value)
+        delay, value = value if kind == "slow" else (0.0, value)
+        return completion(body, [value], delay_s=delay)
 
 
 @pytest.fixture

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from fake_openai import FakeOpenAIServer, error
 
 from deepicd.serving import free_port
 from deepicd.train import judge_reach
 
 
-class _Models(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        code = 200 if self.path.endswith("/v1/models") else 404
-        self.send_response(code)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture()
 def judge_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Models)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with FakeOpenAIServer(lambda path, body: error(404)) as server:  # answers GET /v1/models
+        yield server.url
 
 
 def test_probe_url_tells_an_answering_server_from_a_silent_port(judge_url):

@@ -8,9 +8,10 @@ typo would otherwise turn into a confusing failure deep inside a library.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
+from deepicd.endpoints import EndpointConfig
 from deepicd.errors import UserError
 
 BACKENDS = ("transformers", "openai", "vllm")
@@ -21,12 +22,18 @@ DTYPES = ("auto", "bfloat16", "float32")
 
 
 @dataclass
-class GeneratorConfig:
-    """Settings of a generation backend; see docs/generation.md for each backend's use of them."""
+class GeneratorConfig(EndpointConfig):
+    """Settings of a generation backend; see docs/generation.md for each backend's use of them.
 
-    backend: str = "transformers"  # transformers | openai | vllm
+    The `openai` backend's server is described by the shared `EndpointConfig`
+    keys (`url`, `api`, `api_key_env`, `concurrency`, `timeout_s`, `retries`,
+    `backoff_s`, `allowed_hosts`, `allow_external_endpoint`), whose defaults
+    are a generator's; the other backends ignore them.
+    """
+
     # A model folder or a locally cached hub id; for `openai`, the model name the server was started with.
     model: str = ""
+    backend: str = "transformers"  # transformers | openai | vllm
     # Tokenizer used to render prompts locally (openai completions API); empty: `model` when it is a folder.
     tokenizer_path: str = ""
     progress: bool = True  # show a progress bar
@@ -37,17 +44,8 @@ class GeneratorConfig:
     batch_size: int = 8  # prompts per generate() call; each prompt yields n sequences
     continuous_batching: str = "auto"  # auto (on for CUDA) | on | off
 
-    # openai (an OpenAI-compatible server: vllm serve, transformers serve)
-    url: str = "http://127.0.0.1:8000/v1"
-    api: str = "completions"  # completions | chat
+    # openai (an OpenAI-compatible server: vllm serve, transformers serve), beside the endpoint keys
     server: str = "vllm"  # vllm | transformers: which server's extensions to use
-    api_key_env: str = ""  # name of the environment variable holding the API key; empty for local servers
-    concurrency: int = 16  # requests in flight at once
-    timeout_s: float = 600.0  # one attempt of one request, in seconds
-    retries: int = 3  # further attempts after a connection error, timeout, 429 or 5xx
-    backoff_s: float = 1.0  # first wait between attempts; doubles each time
-    allowed_hosts: list[str] = field(default_factory=list)  # hosts outside loopback and private networks you vouch for
-    allow_external_endpoint: bool = False  # allow any host: only if the data use agreement permits it
 
     # vllm (offline engine on this node's GPUs)
     tensor_parallel_size: int = 1

@@ -4,14 +4,11 @@ A server keeps the model loaded between stages and batches requests from many
 clients; this client only has to keep enough requests in flight. It runs an
 asyncio loop in a helper thread (so it also works where the caller already runs
 one, as in a notebook) with at most `concurrency` requests open, and hands
-results back as they complete. Every attempt has a deadline; connection errors,
-timeouts, 429 and 5xx are retried with exponential backoff; a request that still
-fails comes back with `error` set instead of stopping the run, so one stuck
-prompt cannot cost the other ten thousand.
-
-The URL is checked against the MIMIC endpoint policy before anything is sent,
-and proxy environment variables are ignored: the check vetted the server's
-address, and a proxy would be a third party.
+results back as they complete. Requests go through the shared client
+(`deepicd.openai_client`): the openai SDK's retries with our pace, the MIMIC
+endpoint policy checked before anything is sent, no proxies. A request that
+still fails comes back with `error` set instead of stopping the run, so one
+stuck prompt cannot cost the other ten thousand.
 
 Prefill, i.e. continuing an assistant turn that already starts with `<think>`:
 - api="completions" renders `chat_template + prefill` locally with the model's
@@ -38,17 +35,16 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from deepicd.errors import UserError
-from deepicd.endpoints import EndpointRefused, api_key_from_env, check_endpoint, redact
+from deepicd.endpoints import EndpointRefused
 from deepicd.generate import sampling as rules
 from deepicd.generate.base import GenerationRequest, GenerationResult, SamplingConfig
 from deepicd.generate.config import GeneratorConfig, validate
 from deepicd.generate.render import server_prompt_text
-
-_MAX_BACKOFF_S = 60.0
+from deepicd.openai_client import Endpoint, EndpointFailure
 
 
 class _GiveUp(Exception):
-    """A request that failed for good: a 4xx answer, or retries exhausted."""
+    """A request that cannot be completed: the server answered with no completions."""
 
 
 class OpenAIGenerator:
@@ -57,9 +53,10 @@ class OpenAIGenerator:
     def __init__(self, config: GeneratorConfig, *, tokenizer=None):
         validate(config)
         try:
-            self.url = check_endpoint(config.url, config.allowed_hosts, config.allow_external_endpoint)
+            self.endpoint = Endpoint(config)
         except EndpointRefused as exc:
             raise UserError(str(exc)) from exc
+        self.url = self.endpoint.url
         self.config = config
         self.tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer(config)
 
@@ -127,26 +124,13 @@ class OpenAIGenerator:
         return messages
 
     async def _run(self, requests, prompts, sampling: SamplingConfig, emit) -> None:
-        import openai
-
-        client = openai.AsyncOpenAI(
-            base_url=self.url,
-            api_key=api_key_from_env(self.config.api_key_env),
-            max_retries=0,  # retried here, with our own policy and deadline
-            timeout=self.config.timeout_s,
-            http_client=openai.DefaultAsyncHttpxClient(trust_env=False),
-        )
-        limit = asyncio.Semaphore(self.config.concurrency)
-
         async def one(request: GenerationRequest, prompt) -> None:
-            emit(await self._complete(client, limit, request, prompt, sampling))
+            emit(await self._complete(request, prompt, sampling))
 
-        async with client:
+        async with self.endpoint.session():  # one HTTP client for the whole batch
             await asyncio.gather(*(one(request, prompt) for request, prompt in zip(requests, prompts)))
 
-    async def _complete(
-        self, client, limit, request: GenerationRequest, prompt, sampling: SamplingConfig
-    ) -> GenerationResult:
+    async def _complete(self, request: GenerationRequest, prompt, sampling: SamplingConfig) -> GenerationResult:
         """All `n` completions of one request, or a result with `error` set."""
         wanted = rules.draws(sampling)
         # vLLM draws n samples in one call; transformers serve ignores n, so it gets n calls with distinct seeds.
@@ -158,7 +142,7 @@ class OpenAIGenerator:
             while len(texts) < wanted:
                 offsets = [len(texts) + sum(asks[:i]) for i in range(len(asks))]
                 calls = [
-                    self._call_with_retries(client, limit, prompt, sampling, ask, sampling.seed + offset)
+                    self._ask(prompt, sampling, ask, sampling.seed + offset)
                     for ask, offset in zip(asks, offsets)
                 ]
                 answers = await asyncio.gather(*calls, return_exceptions=True)
@@ -175,7 +159,7 @@ class OpenAIGenerator:
                     raise _GiveUp("the server answered with no completions")
                 # A server that returned fewer than asked (it ignored `n`): ask again, one at a time.
                 asks = [1] * (wanted - len(texts))
-        except _GiveUp as exc:
+        except (_GiveUp, EndpointFailure) as exc:
             return rules.failed(request, str(exc))
         except Exception as exc:  # never let one malformed answer end the run
             return rules.failed(request, f"{type(exc).__name__}: {exc}")
@@ -186,29 +170,10 @@ class OpenAIGenerator:
             key=request.key, completions=texts, prompt_tokens=prompt_tokens, completion_tokens=known
         )
 
-    async def _call_with_retries(self, client, limit, prompt, sampling: SamplingConfig, n: int, seed: int):
-        import openai
-
-        attempts = self.config.retries + 1
-        reason = ""
-        for attempt in range(attempts):
-            try:
-                async with limit:
-                    response = await asyncio.wait_for(
-                        self._call(client, prompt, sampling, n, seed), timeout=self.config.timeout_s
-                    )
-                return self._parse(response)
-            except (TimeoutError, openai.APITimeoutError):
-                reason = f"no answer within {self.config.timeout_s:g} s"
-            except openai.APIConnectionError as exc:
-                reason = f"connection failed ({exc.__cause__ or exc})"
-            except openai.APIStatusError as exc:
-                if exc.status_code != 429 and exc.status_code < 500:
-                    raise _GiveUp(f"HTTP {exc.status_code} from {redact(self.url)}: {_detail(exc)}") from exc
-                reason = f"HTTP {exc.status_code}: {_detail(exc)}"
-            if attempt + 1 < attempts:
-                await asyncio.sleep(min(self.config.backoff_s * 2**attempt, _MAX_BACKOFF_S))
-        raise _GiveUp(f"gave up after {attempts} attempt(s) at {redact(self.url)}: {reason}")
+    async def _ask(self, prompt, sampling: SamplingConfig, n: int, seed: int):
+        """One request for `n` completions through the shared client; EndpointFailure when it fails for good."""
+        response = await self.endpoint.call(lambda client: self._call(client, prompt, sampling, n, seed))
+        return self._parse(response)
 
     async def _call(self, client, prompt, sampling: SamplingConfig, n: int, seed: int):
         chosen = rules.filters(sampling)
@@ -271,11 +236,3 @@ def _drive(loop: asyncio.AbstractEventLoop, main: asyncio.Task, outbox: queue.Qu
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
-
-def _detail(exc) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        detail = body.get("detail") or body.get("message") or body.get("error")
-        if detail:
-            return str(detail)[:500]
-    return str(exc)[:500]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deepicd.endpoints import EndpointConfig
+
 
 @dataclass
 class OutcomeConfig:
@@ -45,26 +47,30 @@ class EmptyConfig:
 
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(EndpointConfig):
     """LLM-as-judge term: `scale` x the judge's 1-5 rating of the reasoning.
 
-    The defaults are the deterministic judge of the `judge-greedy` preset; the
-    `paper-judge` preset sets every key that makes the published judge.
+    The server's address and patience are the shared `EndpointConfig` keys
+    (`url`, `model`, `api`, `api_key_env`, `concurrency`, `timeout_s`,
+    `retries`, `backoff_s`, `allowed_hosts`, `allow_external_endpoint`); the
+    judge changes four of their defaults below. The defaults are the
+    deterministic judge of the `judge-greedy` preset; the `paper-judge` preset
+    sets every key that makes the published judge.
     """
 
+    api: str = "chat"  # "chat" or "completions"
+    concurrency: int = 32  # requests in flight per event loop
+    timeout_s: float = 30.0  # one attempt of one rating, in seconds
+    backoff_s: float = 0.5  # the first retry waits about this long (or as Retry-After asks), doubling after each
     weight: float = 1.0  # multiplies the term before it is added to the reward
     scale: float = 0.8  # the term is scale x the 1-5 rating (the published 0.8: 0.8 to 4.0)
     # Term value when a judge reply has no parseable score (the published code counts 0).
     unparsed_value: float = 0.0
     # Term value when the judge cannot be reached or times out after all retries.
     fallback_value: float = 0.0
-    url: str = "http://127.0.0.1:8000/v1"  # OpenAI-compatible base URL of the judge server (yours, not a third party's)
-    model: str = ""  # model name sent to the server; empty: the first one it lists under /models
-    api: str = "chat"  # "chat" or "completions"
     # With api=completions, whose chat template turns the messages into the prompt: "" (none: a plain-text
     # prompt), "same-as-model" (the judge model's own tokenizer, as published), or a Hugging Face id or folder.
     tokenizer: str = ""
-    api_key_env: str = ""  # name of the environment variable holding the key; never the key itself
     temperature: float = 0.0  # above 0, identical requests are sent separately and nothing is cached
     top_p: float = 1.0  # nucleus sampling of the judge (1: off)
     max_tokens: int = 64  # tokens the judge may write per rating
@@ -75,18 +81,12 @@ class JudgeConfig:
     # Ask the judge only when the diagnosis text as written, dots included, passes the code pattern
     # (the published gate: "I21.4" gets the judge malus although the outcome term strips the dot).
     gate_on_raw_text: bool = False
-    concurrency: int = 32  # requests in flight per event loop
-    timeout_s: float = 30.0  # per request
-    retries: int = 3  # on connection errors, timeouts, 5xx and 429
-    backoff_s: float = 0.5  # the first retry waits about this long, doubling after each
     batch_deadline_s: float = 300.0  # rows of a batch still unanswered then get fallback_value
     cache_dir: str = ""  # empty: no on-disk cache
     guidelines_dir: str = ""  # folder of chapter_<n>.json guideline files; empty: tabular chapter notes only
     guideline_max_chars: int = 4000  # the chapter guideline excerpt is cut to this length (0: whole chapter)
     # Extra JSON fields sent with every request (server-specific, e.g. vLLM's guided decoding options).
     extra_body: dict = field(default_factory=dict)
-    allowed_hosts: list[str] = field(default_factory=list)  # hosts outside loopback and private networks you vouch for
-    allow_external_endpoint: bool = False  # allow any host: only if the data use agreement permits it
 
 
 @dataclass

@@ -4,10 +4,11 @@ A GRPO step may need hundreds of ratings, and the judge server is shared, slow
 at times and sometimes down. A reward that hangs or raises stops training, so
 this client is built to always return one verdict per request, in bounded time:
 
-* at most `concurrency` requests in flight per event loop (a semaphore);
-* each request cut off after `timeout_s`, retried with exponential backoff on
-  connection errors, timeouts, 5xx and 429 (waiting as long as `Retry-After`
-  asks), and the whole batch cut off at `batch_deadline_s`;
+* at most `concurrency` requests in flight per event loop;
+* each attempt cut off after `timeout_s` and retried by the shared client
+  (`deepicd.openai_client`: the openai SDK's retries on connection errors,
+  timeouts, 408, 409, 429 and 5xx, waiting as long as `Retry-After` asks),
+  and the whole batch cut off at `batch_deadline_s`;
 * whatever still has no score then gets `JudgeVerdict(None, "fallback")`, and a
   reply the configured parser cannot read a score from gets
   `JudgeVerdict(None, "unparsed")`;
@@ -26,33 +27,29 @@ The API key comes from the environment variable named in the config and is
 never logged; neither are notes, prompts or server replies.
 
 Training engines call from different event loops (VERL may use a fresh loop per
-call, TRL its own thread's loop), so the HTTP client and the semaphore belong to
-the loop that uses them: the client lives while calls on that loop are running
-and is closed when the last one ends.
+call, TRL its own thread's loop); the shared client keeps one HTTP client and
+one concurrency limit per loop, open while a batch on that loop is running.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import math
 import os
-import random
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-import aiohttp
-
 from deepicd import guidelines, icd
 from deepicd.errors import ConfigError
-from deepicd.endpoints import api_key_from_env, check_endpoint, redact
+from deepicd.endpoints import redact
+from deepicd.openai_client import CallStats, Endpoint, EndpointFailure
+from deepicd.openai_client import retry_after_seconds as retry_after_seconds  # part of this module's interface
 from deepicd.prompts import judge as judge_prompt
 from deepicd.rewards.config import JudgeConfig
 from deepicd.rewards.judge_cache import JudgeCache, cache_key
@@ -64,7 +61,6 @@ APIS = ("chat", "completions")
 # `judge.tokenizer` value: render with the tokenizer of the judge model itself (its name as served).
 SAME_AS_MODEL = "same-as-model"
 COUNT_KEYS = ("rows", "ok", "cached", "unparsed", "fallback", "retried", "requests")
-_MAX_BACKOFF_S = 30.0
 
 
 @dataclass
@@ -74,58 +70,6 @@ class _Answer:
     score: int | float | None
     status: str
     latency_s: float | None = None
-
-
-class _Retry(Exception):
-    """A failure worth another attempt; `wait_s` is the server's Retry-After when it sent one."""
-
-    def __init__(self, reason: str, wait_s: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.wait_s = wait_s
-
-
-class _GiveUp(Exception):
-    """A failure another attempt would not fix (a 4xx other than 408/429)."""
-
-
-class _LoopResources:
-    """The semaphore and HTTP client of one event loop."""
-
-    def __init__(self, concurrency: int) -> None:
-        self.semaphore = asyncio.Semaphore(concurrency)
-        self.model_lock = asyncio.Lock()
-        self.client: aiohttp.ClientSession | None = None
-        self.users = 0
-
-
-@dataclass
-class _BatchCounters:
-    retried: int = 0
-    requests: int = 0
-    first_error: str = ""
-
-    def error(self, reason: str) -> None:
-        if not self.first_error:
-            self.first_error = reason
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), None if absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -241,7 +185,8 @@ class OpenAICompatibleJudge:
         validate(config)
         self.config = config
         # Refuses external hosts before anything is sent (EndpointRefused).
-        self.base_url = check_endpoint(config.url, config.allowed_hosts, config.allow_external_endpoint).rstrip("/")
+        self.endpoint = Endpoint(config)
+        self.base_url = self.endpoint.url
         self.model = config.model
         # Greedy ratings are reproducible, so repeats may share one; sampled ones may not.
         self.reuses_ratings = config.temperature <= 0
@@ -254,10 +199,8 @@ class OpenAICompatibleJudge:
         self._parse = judge_prompt.PARSERS[config.score_parser]
         self._rubric = judge_prompt.rubric(config.rubric)
         self._preload_chat_template()
-        api_key = api_key_from_env(config.api_key_env) if config.api_key_env else ""
         if config.api_key_env and not os.environ.get(config.api_key_env):
             log.warning("judge.api_key_env names %s, which is not set: sending no API key", config.api_key_env)
-        self._headers = {"Authorization": f"Bearer {api_key}"} if config.api_key_env and api_key != "EMPTY" else {}
         self._guideline_dir = str(Path(config.guidelines_dir).expanduser()) if config.guidelines_dir else None
         self._guideline_by_chapter: dict[int, str] = {}
         # For run manifests: 'files:<folder>' or 'tabular-fallback'.
@@ -268,7 +211,6 @@ class OpenAICompatibleJudge:
                 "the chapter coding guidelines the paper passed; point judge.guidelines_dir at a folder of "
                 "chapter_<n>.json files (see docs/judge.md)"
             )
-        self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self.last_batch_stats: dict[str, float] = {}
         self.total_stats: dict[str, float] = {key: 0.0 for key in COUNT_KEYS}
@@ -332,16 +274,17 @@ class OpenAICompatibleJudge:
         """The exact prompt sent for a request: chat messages, or one text for the completions API."""
         return self.render(self.messages(request))
 
-    def _body(self, prompt: list[dict[str, str]] | str, model: str) -> dict:
-        body = {
+    def _arguments(self, prompt: list[dict[str, str]] | str, model: str) -> dict:
+        """The SDK arguments of one rating request; `extra_body` adds the server-specific fields."""
+        arguments = {
             "model": model,
             "temperature": self.config.temperature,
             "top_p": self.config.top_p,
             "max_tokens": self.config.max_tokens,
-            **self.config.extra_body,
+            "extra_body": dict(self.config.extra_body) or None,
         }
-        body["messages" if self.config.api == "chat" else "prompt"] = prompt
-        return body
+        arguments["messages" if self.config.api == "chat" else "prompt"] = prompt
+        return arguments
 
     @staticmethod
     def _reply_text(data: object, api: str) -> str | None:
@@ -352,158 +295,86 @@ class OpenAICompatibleJudge:
             return None
         return text if isinstance(text, str) else None
 
-    def _resources(self) -> _LoopResources:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            resources = self._loops.get(loop)
-            if resources is None:
-                resources = _LoopResources(self.config.concurrency)
-                self._loops[loop] = resources
-        return resources
-
-    def _open(self, resources: _LoopResources) -> aiohttp.ClientSession:
-        resources.users += 1
-        if resources.client is None:
-            resources.client = aiohttp.ClientSession(
-                headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=self.config.concurrency),
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-                trust_env=False,  # a proxy from the environment must not carry notes elsewhere
-            )
-        return resources.client
-
-    async def _release(self, resources: _LoopResources) -> None:
-        resources.users -= 1
-        if resources.users == 0 and resources.client is not None:
-            client, resources.client = resources.client, None
-            await client.close()
-
-    def _backoff(self, attempt: int) -> float:
-        base = min(self.config.backoff_s * (2 ** (attempt - 1)), _MAX_BACKOFF_S)
-        return base / 2 + random.uniform(0, base / 2)
-
-    async def _send(self, client, resources, method: str, path: str, deadline: float, counters, body, sent):
-        """One HTTP attempt under the semaphore and the per-request timeout; the parsed JSON reply.
-
-        `sent` collects the start time of each attempt, so latency excludes the wait for a free slot.
-        """
-        async with resources.semaphore:
-            now = time.monotonic()
-            remaining = deadline - now
-            if remaining <= 0:
-                raise _GiveUp("batch deadline reached")
-            counters.requests += 1
-            sent.append(now)
-            try:
-                status, retry_after, payload = await asyncio.wait_for(
-                    self._exchange(client, method, path, body), timeout=min(self.config.timeout_s, remaining)
-                )
-            except TimeoutError:
-                raise _Retry("timed out") from None
-            except aiohttp.ClientError as exc:
-                raise _Retry(f"connection failed ({type(exc).__name__})") from None
-        if status == 429 or status == 408 or status >= 500:
-            raise _Retry(f"HTTP {status}", retry_after_seconds(retry_after))
-        if status >= 400:
-            raise _GiveUp(f"HTTP {status}")
+    @staticmethod
+    def _json(raw) -> object:
+        """The reply's JSON as sent; None when it is not JSON (read as an unparsed rating, not a failure)."""
         try:
-            return json.loads(payload)
+            return json.loads(raw.http_response.content)
         except ValueError:
             return None
 
-    async def _exchange(self, client, method: str, path: str, body) -> tuple[int, str | None, bytes]:
-        """Status, Retry-After header and body of one request (the body is read in full)."""
-        async with client.request(method, f"{self.base_url}{path}", json=body) as response:
-            return response.status, response.headers.get("Retry-After"), await response.read()
-
-    async def _with_retries(self, client, resources, method, path, deadline, counters, body=None, sent=None):
-        """`_send` until it works, retries run out or the deadline would pass; raises _GiveUp then."""
-        attempt = 0
-        sent = [] if sent is None else sent
-        while True:
-            try:
-                return await self._send(client, resources, method, path, deadline, counters, body, sent)
-            except _Retry as failure:
-                counters.error(failure.reason)
-                attempt += 1
-                if attempt > self.config.retries:
-                    raise _GiveUp(f"{failure.reason}, after {self.config.retries} retries") from None
-                wait = failure.wait_s if failure.wait_s is not None else self._backoff(attempt)
-                if time.monotonic() + wait >= deadline:
-                    raise _GiveUp(f"{failure.reason}; no time left to retry within the batch deadline") from None
-                counters.retried += 1
-                await asyncio.sleep(wait)
-
-    async def _resolve_model(self, client, resources, deadline, counters) -> str | None:
-        """The configured model, or the first id the server lists under /models (asked once)."""
+    async def _resolve_model(self, share, deadline: float, stats: CallStats) -> str | None:
+        """The configured model, or the first id the server lists under /models (asked once per judge)."""
         if self.model:
             return self.model
-        async with resources.model_lock:
+        async with share.lock:
             if self.model:
                 return self.model
             try:
-                data = await self._with_retries(client, resources, "GET", "/models", deadline, counters)
-            except _GiveUp as failure:
-                counters.error(f"listing models failed: {failure}")
+                raw = await self.endpoint.call(lambda client: client.models.with_raw_response.list(),
+                                               deadline=deadline, stats=stats)
+            except EndpointFailure as failure:
+                stats.error(f"listing models failed: {failure}")
                 return None
             try:
-                self.model = str(data["data"][0]["id"])  # type: ignore[index]
+                self.model = str(self._json(raw)["data"][0]["id"])  # type: ignore[index]
             except (KeyError, IndexError, TypeError):
-                counters.error("the server's /models lists no model; set judge.model")
+                stats.error("the server's /models lists no model; set judge.model")
                 return None
             log.info(
                 "judge model not configured; using %r, the first model served at %s", self.model, redact(self.base_url)
             )
             return self.model
 
-    async def _ask(self, client, resources, body: dict, deadline: float, counters: _BatchCounters) -> _Answer:
-        sent: list[float] = []
+    async def _ask(self, arguments: dict, deadline: float, stats: CallStats) -> _Answer:
+        """One rating: the shared client's retries within the batch deadline; a failure falls back."""
+        create = (lambda client: client.chat.completions.with_raw_response.create(**arguments)) \
+            if self.config.api == "chat" else (lambda client: client.completions.with_raw_response.create(**arguments))
+        started = None
+
+        async def timed(client):
+            nonlocal started
+            # From the first attempt to the answer: retries and backoff count, queueing for a slot does not.
+            started = time.monotonic()
+            return await create(client)
+
         try:
-            data = await self._with_retries(client, resources, "POST", self._path(), deadline, counters, body, sent)
-        except _GiveUp as failure:
-            counters.error(str(failure))
+            raw = await self.endpoint.call(timed, deadline=deadline, stats=stats)
+        except EndpointFailure as failure:
+            stats.error(str(failure))
             return _Answer(None, "fallback")
         except Exception as exc:  # one odd reply must not lose the batch: that row falls back
-            counters.error(f"unexpected {type(exc).__name__}")
+            stats.error(f"unexpected {type(exc).__name__}")
             return _Answer(None, "fallback")
-        # From the first attempt to the answer: retries and backoff count, queueing for a slot does not.
-        latency = time.monotonic() - sent[0]
-        score = self._parse(self._reply_text(data, self.config.api))
-        return _Answer(score, "ok" if score is not None else "unparsed", latency)
-
-    def _path(self) -> str:
-        return "/chat/completions" if self.config.api == "chat" else "/completions"
+        score = self._parse(self._reply_text(self._json(raw), self.config.api))
+        return _Answer(score, "ok" if score is not None else "unparsed", time.monotonic() - started)
 
     async def rate_many(self, requests: Sequence[JudgeRequest]) -> list[JudgeVerdict]:
         """One verdict per request, in order, within `batch_deadline_s`; never raises for server trouble."""
         started = time.monotonic()
-        counters = _BatchCounters()
+        stats = CallStats()
         chats = [self.messages(request) for request in requests]
         # The deadline bounds waiting on the server; building prompts is local work (the first
         # call also loads the ICD-10-CM release) and must not eat into it.
         deadline = time.monotonic() + self.config.batch_deadline_s
         answers: list[_Answer | None] = [None] * len(chats)
-        resources = self._resources()
-        client = self._open(resources)
-        try:
-            model = await self._resolve_model(client, resources, deadline, counters) if chats else self.model
-            prompts = self._render_all(chats, model, counters) if model is not None else None
+        async with self.endpoint.session() as share:
+            model = await self._resolve_model(share, deadline, stats) if chats else self.model
+            prompts = self._render_all(chats, model, stats) if model is not None else None
             if prompts is None:
                 answers = [_Answer(None, "fallback") for _ in chats]
             else:
-                await self._answer(client, resources, model, prompts, answers, deadline, counters)
-        finally:
-            await self._release(resources)
+                await self._answer(model, prompts, answers, deadline, stats)
         verdicts = [JudgeVerdict(a.score, a.status) if a else JudgeVerdict(None, "fallback") for a in answers]
-        self._record(answers, verdicts, counters, time.monotonic() - started)
+        self._record(answers, verdicts, stats, time.monotonic() - started)
         return verdicts
 
-    def _render_all(self, chats, model: str, counters: _BatchCounters) -> list | None:
+    def _render_all(self, chats, model: str, stats: CallStats) -> list | None:
         """Every prompt of a batch, or None (the batch falls back) when the chat template cannot be loaded."""
         try:
             return [self.render(chat, model) for chat in chats]
         except ConfigError as exc:
-            counters.error(str(exc))
+            stats.error(str(exc))
             return None
 
     def _cache_key(self, model: str, prompt) -> str:
@@ -533,14 +404,12 @@ class OpenAICompatibleJudge:
                 rows_by_key.setdefault(key, []).append(index)
         return list(rows_by_key.values())
 
-    async def _answer(self, client, resources, model, prompts, answers, deadline, counters) -> None:
+    async def _answer(self, model, prompts, answers, deadline, stats: CallStats) -> None:
         keys = [self._cache_key(model, prompt) for prompt in prompts]
         # Identical prompts in one batch (GRPO repeats itself) cost one request when decoding is greedy.
         groups = self._groups(keys, answers, self._cached(keys) if self.reuses_ratings else {})
         tasks = {
-            asyncio.ensure_future(
-                self._ask(client, resources, self._body(prompts[rows[0]], model), deadline, counters)
-            ): rows
+            asyncio.ensure_future(self._ask(self._arguments(prompts[rows[0]], model), deadline, stats)): rows
             for rows in groups
         }
         fresh: dict[str, int | float] = {}
@@ -551,7 +420,7 @@ class OpenAICompatibleJudge:
                 for task in pending:
                     task.cancel()
                 if pending:
-                    counters.error("batch deadline reached")
+                    stats.error("batch deadline reached")
                     await asyncio.gather(*pending, return_exceptions=True)
                 for task in done:
                     answer = task.result()
@@ -571,7 +440,7 @@ class OpenAICompatibleJudge:
                         "could not write %d judge ratings to the cache %s: %s", len(fresh), self.cache.path, exc
                     )
 
-    def _record(self, answers, verdicts: list[JudgeVerdict], counters: _BatchCounters, elapsed: float) -> None:
+    def _record(self, answers, verdicts: list[JudgeVerdict], calls: CallStats, elapsed: float) -> None:
         statuses = [verdict.status for verdict in verdicts]
         # One entry per request sent: rows sharing a prompt share one answer.
         distinct = {id(a): a for a in answers if a is not None}.values()
@@ -582,8 +451,8 @@ class OpenAICompatibleJudge:
             "cached": float(statuses.count("cached")),
             "unparsed": float(statuses.count("unparsed")),
             "fallback": float(statuses.count("fallback")),
-            "retried": float(counters.retried),
-            "requests": float(counters.requests),
+            "retried": float(calls.retried),
+            "requests": float(calls.attempts),
             "latency_p50_s": percentile(latencies, 0.50),
             "latency_p95_s": percentile(latencies, 0.95),
             "elapsed_s": float(elapsed),
@@ -598,7 +467,7 @@ class OpenAICompatibleJudge:
                 redact(self.base_url),
                 int(stats["fallback"]),
                 len(verdicts),
-                counters.first_error or "no answer",
+                calls.first_error or "no answer",
             )
         log.debug("judge batch stats: %s", stats)
 
