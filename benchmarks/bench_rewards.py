@@ -3,7 +3,9 @@
 Compares the deepicd scorer with a baseline that follows the published approach
 (one multiline regular expression with nested `\\s*` per completion, then the
 code pattern and the prefix credit), on realistic completions and on the
-degenerate blank-line input that makes that expression backtrack.
+degenerate blank-line input that makes that expression backtrack; then times
+deepicd alone on degenerate text of 10 kB, 100 kB and 1 MB, where scoring must
+stay linear (the target: under a second for a megabyte of anything).
 
     python benchmarks/bench_rewards.py [--n 20000]
 
@@ -67,7 +69,31 @@ def rate(fn, rows) -> float:
     return len(rows) / (time.perf_counter() - start)
 
 
-def main() -> None:
+DEGENERATE = {
+    "blank lines then an opening diagnosis": lambda n: "\n" * n + "<diagnosis>I10",
+    "think tag spam": lambda n: "<think>" * (n // 7),
+    "unclosed think then closers": lambda n: "<think>\n" * (n // 16) + "</think>" * (n // 16),
+    "pair spam": lambda n: "</think><diagnosis>I10</diagnosis>\n" * (n // 36),
+    "whitespace variety": lambda n: " \t\r\x0b\x0c\u00a0\u2003\n" * (n // 8) + "<diagnosis>I10</diagnosis>",
+}
+
+
+def degenerate_seconds(scorer: RewardScorer) -> bool:
+    """Print the time to score each degenerate text at three sizes; False when a megabyte takes a second."""
+    fast = True
+    for name, make in DEGENERATE.items():
+        times = []
+        for size in (10_000, 100_000, 1_000_000):
+            text = make(size)
+            start = time.perf_counter()
+            scorer.score_rules(text, ["I10"])
+            times.append(time.perf_counter() - start)
+        fast = fast and times[-1] < 1.0
+        print(f"{name}: " + ", ".join(f"{label} {t * 1e3:.1f} ms" for label, t in zip(("10 kB", "100 kB", "1 MB"), times)))
+    return fast
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20000, help="completions to score")
     args = parser.parse_args()
@@ -89,7 +115,10 @@ def main() -> None:
     short = [("ok</think>\n<diagnosis>I10</diagnosis>", ["I10"])] * args.n
     print(f"short completions: deepicd {rate(lambda c, g: scorer.score_rules(c, g), short):,.0f}/s, "
           f"published-style regex {rate(baseline_score, short):,.0f}/s")
+    fast = degenerate_seconds(scorer)
+    print(("PASS" if fast else "FAIL") + ": every degenerate megabyte scored in under a second")
+    return 0 if fast else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

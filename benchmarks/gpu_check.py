@@ -452,16 +452,13 @@ def sft_run_config(plan: Plan, device):
     from deepicd.train import sft
 
     data = flat_preset(ROOT / "src" / "deepicd" / "configs" / "sft" / f"{plan.sft_preset}.yaml")
-    config = sft.SFTRunConfig(**data)
-    known = {f.name for f in dataclasses.fields(config)}
+    known = {f.name for f in dataclasses.fields(sft.SFTRunConfig)}
     for pair in plan.sft_overrides:
         key, sep, value = pair.partition("=")
         if not sep or key not in known:
             raise ValueError(f"--sft-set {pair!r}: expected key=value with a key of SFTRunConfig")
-        setattr(config, key, yaml.safe_load(value))
-    config.device = device.type
-    config.report_to = []
-    return sft.validate(config)
+        data[key] = yaml.safe_load(value)
+    return sft.SFTRunConfig(**{**data, "device": device.type, "report_to": []})  # checks itself when built
 
 
 def sft_samples(rows: int, vocab: int, plan: Plan, seed: int = 0):
@@ -801,7 +798,7 @@ def grpo_data(folder: Path, tokenizer, rows: int, prompt_tokens: int) -> Path:
 
 def grpo_run_config(plan: Plan, data_dir: Path, out_dir: Path, device):
     """A TRL-backend run config built in code: `load_run_config` would need Hydra, which the image lacks."""
-    from deepicd.train.grpo_config import GRPORunConfig, GRPOSettings, RewardSettings, TrlSettings, validate
+    from deepicd.train.grpo_config import GRPORunConfig, GRPOSettings, RewardSettings, TrlSettings
 
     cuda = device.type == "cuda"
     run = GRPORunConfig(
@@ -813,8 +810,7 @@ def grpo_run_config(plan: Plan, data_dir: Path, out_dir: Path, device):
                           warmup_steps=0, save_steps=10**6, bf16=cuda, gradient_checkpointing=cuda),
         trl=TrlSettings(per_device_batch_size=plan.grpo_micro_batch, use_vllm="false",
                         dtype="bfloat16" if cuda else "float32", logging_steps=1),
-    )
-    validate(run)
+    )  # checks itself when built, as a loaded preset does
     return run
 
 

@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the repository, the shared reference data, and the tiny model.
+"""Shared test fixtures: the repository's path, chapter guideline files, and the tiny model.
 
 The default tiny model takes many seconds to build on a small CPU, and almost
 every test folder needs one, so it is built once per session here and shared.
@@ -9,25 +9,31 @@ A changed file in it fails the session at teardown, naming the file.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
+from guideline_files import write_guideline_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-
-
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
 
 
 @pytest.fixture(scope="session")
-def guidelines_dir() -> Path:
-    folder = SHARED / "data" / "icd10cm_guidelines"
-    if not folder.is_dir():
-        pytest.skip(f"guideline files not found at {folder}")
-    return folder
+def guidelines_dir(tmp_path_factory) -> Path:
+    """A folder of chapter_<n>.json files in the published release's format, written here in our own words."""
+    return write_guideline_files(tmp_path_factory.mktemp("guidelines"))
+
+
+@pytest.fixture(scope="session")
+def release_guidelines_dir() -> Path:
+    """The published guideline release itself, for tests of its contents; give its folder to run them."""
+    folder = os.environ.get("DEEPICD_GUIDELINES_DIR", "")
+    if not folder or not Path(folder).is_dir():
+        pytest.skip("tests of the published guideline files need DEEPICD_GUIDELINES_DIR=<folder of chapter_<n>.json>")
+    return Path(folder)
 
 
 def _digests(folder: Path) -> dict[str, str]:

@@ -19,8 +19,29 @@ def test_every_config_group_has_a_schema():
 
 @pytest.mark.parametrize(("group", "name"), PRESETS, ids=[f"{g}/{n}" for g, n in PRESETS])
 def test_every_shipped_preset_loads(group, name):
+    """Loading builds the dataclass, whose `__post_init__` runs every check: a preset that loads is valid."""
     config = load(schema_for(group), group, name)
     assert config is not None
+
+
+# One value per group that only the schema's own checks can refuse (its type is right).
+BAD_VALUE = {
+    "rewards": ("code_pattern=loose", "code_pattern"),
+    "tiny": ("hidden_size=100", "hidden_size"),
+    "preprocess": ("split.train=-1", "split ratios"),
+    "grpo": ("grpo.num_generations=1", "grpo.num_generations"),
+    "distill": ("val_fraction=1.5", "val_fraction"),
+    "sft": ("precision=fp8", "precision"),
+    "evaluate": ("selection=best", "selection"),
+    "demo": ("min_format_rate=2", "min_format_rate"),
+}
+
+
+@pytest.mark.parametrize(("group", "name"), PRESETS, ids=[f"{g}/{n}" for g, n in PRESETS])
+def test_every_preset_runs_its_checks_when_loaded(group, name):
+    override, named = BAD_VALUE[group]
+    with pytest.raises(ConfigError, match=named):
+        load(schema_for(group), group, name, [override])
 
 
 @pytest.mark.parametrize(("group", "name"), PRESETS, ids=[f"{g}/{n}" for g, n in PRESETS])

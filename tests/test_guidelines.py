@@ -6,36 +6,26 @@ import json
 
 import pytest
 
+from guideline_files import RELEASE_CHAPTERS
+
 from deepicd import guidelines, icd
 
 
-def test_release_folder_chapters(guidelines_dir):
-    assert guidelines.available_chapters(guidelines_dir) == [
-        1,
-        2,
-        4,
-        5,
-        6,
-        7,
-        9,
-        10,
-        12,
-        13,
-        14,
-        15,
-        16,
-        17,
-        18,
-        19,
-        20,
-        21,
-    ]
+def test_release_folder_chapters(release_guidelines_dir):
+    assert guidelines.available_chapters(release_guidelines_dir) == RELEASE_CHAPTERS
+
+
+def test_a_folder_lists_the_chapters_it_has_files_for(guidelines_dir, tmp_path):
+    assert guidelines.available_chapters(guidelines_dir) == RELEASE_CHAPTERS
+    (tmp_path / "chapter_3.json").write_text("{}")
+    (tmp_path / "notes.json").write_text("{}")
+    assert guidelines.available_chapters(tmp_path) == [3]
 
 
 def test_chapter_file_is_flattened_to_headed_text(guidelines_dir):
     text = guidelines.chapter_excerpt(9, guidelines_dir, max_chars=0)
     lines = text.splitlines()
-    assert lines[0] == "Diseases of the Circulatory System (I00-I99):"
+    assert lines[0] == "Diseases of the circulatory system (I00-I99):"
     assert "  Hypertension:" in lines
     # A `description` key is its heading's own text, written without a label.
     assert lines[lines.index("  Hypertension:") + 1].startswith("    The classification presumes a causal relationship")
@@ -102,9 +92,15 @@ def test_source_names_the_folder_or_the_fallback(guidelines_dir, tmp_path):
 
 
 def test_whole_chapters_are_kept_with_no_limit(guidelines_dir):
-    """The paper presets pass whole chapters; the 4,000-character default cuts 8 of the 18 files."""
     chapters = guidelines.available_chapters(guidelines_dir)
     whole = {n: guidelines.chapter_excerpt(n, guidelines_dir, max_chars=0) for n in chapters}
     assert not any(text.endswith("[...]") for text in whole.values())
+    assert len(whole[19]) > guidelines.DEFAULT_MAX_CHARS
+
+
+def test_the_default_cuts_8_of_the_18_release_files(release_guidelines_dir):
+    """The paper presets pass whole chapters; the 4,000-character default cuts 8 of the release's 18 files."""
+    chapters = guidelines.available_chapters(release_guidelines_dir)
+    whole = {n: guidelines.chapter_excerpt(n, release_guidelines_dir, max_chars=0) for n in chapters}
     cut = [n for n, text in whole.items() if len(text) > guidelines.DEFAULT_MAX_CHARS]
     assert len(cut) == 8 and 19 in cut

@@ -131,6 +131,27 @@ def load(schema: type[T], group: str, name_or_path: str | Path, overrides: Seque
     return to_schema(schema, data, source=f"{group} config {str(name_or_path)!r}")
 
 
+def with_fields(config: T, changes: dict[str, Any]) -> T:
+    """`config` with dotted keys set (None values skipped): how a command applies its flags.
+
+    Each changed block is rebuilt with `dataclasses.replace`, so it checks
+    itself again (`__post_init__`): a flag gets the same scrutiny as a preset.
+    """
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in changes.items():
+        if value is None:
+            continue
+        head, dot, rest = key.partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, inner in nested.items():
+        direct[head] = with_fields(getattr(config, head), inner)
+    return dataclasses.replace(config, **direct) if direct else config
+
+
 def to_dict(config: Any) -> dict:
     """A dataclass config as a plain dict, for manifests."""
     return dataclasses.asdict(config)

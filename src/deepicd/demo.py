@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepicd import config as configuration
+from deepicd.schema import require
 from deepicd.serving import transformers_server
 
 
@@ -63,6 +64,13 @@ class DemoConfig:
     check_learning: bool = True
     min_format_rate: float = 0.9  # the final model must answer in the format at least this often
     paired_samples: int = 1000  # bootstrap resamples of the SFT+GRPO against SFT comparison
+
+    def __post_init__(self) -> None:
+        where = "demo config"
+        for key in ("admissions", "codes", "codes_per_category", "categories_per_chapter"):
+            require(getattr(self, key) >= 1, where, key, "must be at least 1", getattr(self, key))
+        require(0.0 <= self.min_format_rate <= 1.0, where, "min_format_rate", "must be in [0, 1]", self.min_format_rate)
+        require(self.paired_samples >= 0, where, "paired_samples", "must not be negative", self.paired_samples)
 
 
 class DemoFailed(RuntimeError):

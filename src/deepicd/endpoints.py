@@ -14,9 +14,12 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from deepicd.errors import UserError
+from deepicd.schema import choice, require
 
 ALLOW_HINT = (
     "If this server is yours and the data use agreement permits it, add the host to 'allowed_hosts' "
@@ -26,6 +29,13 @@ ALLOW_HINT = (
 
 class EndpointRefused(UserError, ValueError):
     """A URL that would send MIMIC text off the user's own machines or cluster."""
+
+
+class Api(StrEnum):
+    """Which OpenAI endpoint carries a request."""
+
+    completions = "completions"  # /completions: one text prompt, rendered here
+    chat = "chat"  # /chat/completions: messages; the server applies the chat template
 
 
 @dataclass
@@ -44,6 +54,16 @@ class EndpointConfig:
     backoff_s: float = 1.0
     allowed_hosts: list[str] = field(default_factory=list)  # hosts outside loopback and private networks you vouch for
     allow_external_endpoint: bool = False  # allow any host: only if the data use agreement permits it
+    # Where this block sits in a stage's config ("judge.", "generator."), so that errors name the full key.
+    KEY_PREFIX: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        where, prefix = "endpoint config", self.KEY_PREFIX
+        self.api = choice(Api, self.api, f"{prefix}api", where)
+        require(self.concurrency >= 1, where, f"{prefix}concurrency", "must be at least 1", self.concurrency)
+        require(self.timeout_s > 0, where, f"{prefix}timeout_s", "must be positive", self.timeout_s)
+        require(self.retries >= 0, where, f"{prefix}retries", "must be 0 or more", self.retries)
+        require(self.backoff_s >= 0, where, f"{prefix}backoff_s", "must be 0 or more", self.backoff_s)
 
 
 def _is_internal(address: str) -> bool:

@@ -23,7 +23,7 @@ from typing import Optional
 import pyarrow as pa
 
 from deepicd import config as config_lib
-from deepicd.errors import UserError
+from deepicd.errors import ConfigError, UserError
 from deepicd.mimic import sections, tables
 from deepicd.mimic.collect import collect, locate_inputs
 from deepicd.mimic.ontology import OntologyService
@@ -42,6 +42,13 @@ class SplitConfig:
     test: float = 0.2  # share in the test split
     min_count: int = 5  # first codes seen fewer times go to train with all of their patients' admissions
 
+    def __post_init__(self) -> None:
+        ratios = (self.train, self.val, self.test)
+        if min(ratios) < 0 or sum(ratios) <= 0:
+            raise ConfigError(f"split ratios must be non-negative with a positive sum, not {list(ratios)}")
+        if self.min_count < 0:
+            raise ConfigError(f"split.min_count must be >= 0, not {self.min_count}")
+
 
 @dataclass
 class NoteConfig:
@@ -50,6 +57,15 @@ class NoteConfig:
     # Admission-time sections, in note order; a discharge-time section (hospital course, results) leaks the answer.
     sections: list[str] = field(default_factory=lambda: list(sections.ADMISSION_SECTIONS))
     require_any: list[str] = field(default_factory=lambda: list(sections.REQUIRED_ANY))  # a note needs one of these
+
+    def __post_init__(self) -> None:
+        known = set(sections.SECTION_HEADERS.values())
+        unknown = [s for s in self.sections if s not in known]
+        if unknown:
+            raise ConfigError(f"note.sections: unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        stray = [s for s in self.require_any if s not in self.sections]
+        if stray or not self.require_any:
+            raise ConfigError(f"note.require_any must be a non-empty subset of note.sections; not in it: {stray}")
 
 
 @dataclass
@@ -70,30 +86,23 @@ class PreprocessConfig:
     # Warn on the console when more than this share of the admissions is dropped (1: never).
     warn_dropped_share: float = 0.5
 
+    def __post_init__(self) -> None:
+        if self.block_size_mb < 1 or self.workers < 0:
+            raise ConfigError("workers must be >= 0 and block_size_mb >= 1")
+        if not 0.0 <= self.warn_dropped_share <= 1.0:
+            raise ConfigError(f"warn_dropped_share must lie in [0, 1], not {self.warn_dropped_share}")
+
 
 def load_config(name_or_path: str = "default", overrides: tuple[str, ...] | list[str] = ()) -> PreprocessConfig:
     return config_lib.load(PreprocessConfig, "preprocess", name_or_path, overrides)
 
 
-def validate(config: PreprocessConfig) -> None:
+def require_paths(config: PreprocessConfig) -> None:
+    """The paths a preset cannot hold: given on the command line when the stage runs."""
     if not config.mimic_dir:
         raise UserError("no MIMIC-IV folder given (--mimic-dir)")
     if not config.out:
         raise UserError("no output folder given (--out)")
-    known = set(sections.SECTION_HEADERS.values())
-    unknown = [s for s in config.note.sections if s not in known]
-    if unknown:
-        raise UserError(f"note.sections: unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    stray = [s for s in config.note.require_any if s not in config.note.sections]
-    if stray or not config.note.require_any:
-        raise UserError(f"note.require_any must be a non-empty subset of note.sections; not in it: {stray}")
-    ratios = (config.split.train, config.split.val, config.split.test)
-    if min(ratios) < 0 or sum(ratios) <= 0:
-        raise UserError(f"split ratios must be non-negative with a positive sum, not {list(ratios)}")
-    if config.split.min_count < 0 or config.block_size_mb < 1 or config.workers < 0:
-        raise UserError("split.min_count and workers must be >= 0, block_size_mb >= 1")
-    if not 0.0 <= config.warn_dropped_share <= 1.0:
-        raise UserError(f"warn_dropped_share must lie in [0, 1], not {config.warn_dropped_share}")
 
 
 def dropped_warning(counts: dict, threshold: float) -> str | None:
@@ -140,7 +149,7 @@ class _Staging:
 
 def run(config: PreprocessConfig) -> Path:
     """Run the stage; returns the output folder."""
-    validate(config)
+    require_paths(config)
     out = Path(config.out)
     if out.exists() and not config.overwrite:
         raise UserError(f"output folder {out} already exists; pass --overwrite (overwrite=true) to replace it")

@@ -88,6 +88,9 @@ class TinyModelConfig:
     min_frequency: int = 2  # a BPE merge must occur this often in the corpus to enter the vocabulary
     corpus_max_chars: int = 20_000_000  # cap on the text read from --corpus files
 
+    def __post_init__(self) -> None:
+        _check(self)
+
 
 @dataclass
 class CorpusSource:
@@ -110,8 +113,8 @@ class BuildResult:
     seconds: float = 0.0
 
 
-def validate(config: TinyModelConfig) -> None:
-    """Reject sizes the architecture cannot take, naming the key at fault."""
+def _check(config: TinyModelConfig) -> None:
+    """Reject sizes the architecture cannot take, naming the key at fault (run when the config is built)."""
     positive = (
         "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
         "intermediate_size", "max_position_embeddings", "min_frequency", "corpus_max_chars",
@@ -140,12 +143,10 @@ def validate(config: TinyModelConfig) -> None:
 
 
 def load_config(name_or_path: str | Path = "default", overrides: Sequence[str] = ()) -> TinyModelConfig:
-    """A preset (or YAML file) with `key=value` overrides, validated."""
+    """A preset (or YAML file) with `key=value` overrides, checked when built."""
     from deepicd import config as configuration
 
-    result = configuration.load(TinyModelConfig, "tiny", name_or_path, overrides)
-    validate(result)
-    return result
+    return configuration.load(TinyModelConfig, "tiny", name_or_path, overrides)
 
 
 def default_corpus() -> Iterator[str]:
@@ -354,7 +355,6 @@ def build(
     from deepicd.prompts import task
 
     config = config or TinyModelConfig()
-    validate(config)
     out = Path(out)
     _prepare_target(out, force)
     started = time.perf_counter()

@@ -207,7 +207,7 @@ def test_usage_errors(tmp_path, predictions, data_dir):
         (["--predictions", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")], "predictions file not found"),
         (["--predictions", str(predictions), "--labels", str(tmp_path / "nolabels.csv"), "--out", str(tmp_path / "o")], "labels file not found"),
         (["--predictions", str(predictions), "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "o")], "data folder not found"),
-        (["--predictions", str(predictions), "--out", str(tmp_path / "o"), "selection=best"], "'selection' must be one of"),
+        (["--predictions", str(predictions), "--out", str(tmp_path / "o"), "selection=best"], "at key 'selection': 'best'; expected one of first, majority"),
         (["--predictions", str(predictions), "--out", str(tmp_path / "o"), "bootstrap.sample=3"], "bootstrap.sample"),
         (["--model", "m", "--data", str(data_dir), "--split", "holdout", "--out", str(tmp_path / "o")], "split 'holdout' not found"),
     ]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,9 +79,9 @@ def test_nested_think_blocks_do_not_form_a_pair():
     assert ours("<think>a<think>b</think><diagnosis>I10</diagnosis>") == []
 
 
-def test_blank_line_runs_are_linear():
-    # The published expression needs ~28 s for 12,750 characters of this; we need milliseconds for 1 MB.
+@pytest.mark.timeout(60)
+def test_a_megabyte_of_blank_lines_finishes_and_finds_no_pair():
+    # The published expression needs ~28 s for 12,750 characters of this (a backtracking blow-up); the
+    # timeout catches one here, and benchmarks/bench_rewards.py measures how fast it really is.
     text = "<think>" + "\n" * 1_000_000 + "<diagnosis>I10"
-    start = time.perf_counter()
     assert find_pairs(text) == []
-    assert time.perf_counter() - start < 1.0

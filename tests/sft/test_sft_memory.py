@@ -89,7 +89,7 @@ def test_cpu_runs_and_switched_off_checks_plan_nothing():
     assert sft.gpu_memory_to_check(preset("llama3.1-8b", "gpu_memory_gb=80")) == 80
     assert sft.check_memory(preset("tiny-cpu"), "unknown/model", sft.launch_from_fsdp_config(1), None) is None
     with pytest.raises(UserError, match="gpu_memory_gb"):
-        sft.validate(preset("tiny-cpu", "gpu_memory_gb=-1"))
+        preset("tiny-cpu", "gpu_memory_gb=-1")
 
 
 def test_a_run_that_cannot_fit_is_refused_before_anything_is_loaded(tmp_path, distilled, no_launcher):

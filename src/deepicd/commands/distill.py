@@ -30,14 +30,11 @@ def main(
     from deepicd.distill.run import DistillConfig, run
 
     with user_errors():
-        extra = list(overrides or [])
-        if backend is not None:
-            extra.append(f"generator.backend={backend}")
-        if teacher is not None:
-            extra.append(f"generator.model={teacher}")
-        if allow_external_endpoint:
-            extra.append("generator.allow_external_endpoint=true")
-        settings = configuration.load(DistillConfig, "distill", config, extra)
+        # Options win over the preset; set as fields (not overrides) so paths need no quoting.
+        settings = configuration.with_fields(configuration.load(DistillConfig, "distill", config, list(overrides or [])), {
+            "generator.backend": backend, "generator.model": teacher,
+            "generator.allow_external_endpoint": True if allow_external_endpoint else None,
+        })
         result = run(data, split, out, settings)
     stats = result.stats
     table = stats["table2"]

@@ -28,7 +28,8 @@ def main(
     overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. bootstrap.samples=200 nil_scope=all sampling.temperature=0.7."),
 ) -> None:
     """Score first-diagnosis predictions at chapter, category and full-code level (Table 3 metrics and more)."""
-    from deepicd.evaluate.config import load_evaluate_config, validate
+    from deepicd.config import with_fields
+    from deepicd.evaluate.config import load_evaluate_config
     from deepicd.evaluate.run import evaluate_model, evaluate_predictions
 
     with user_errors():
@@ -36,20 +37,12 @@ def main(
             raise UserError("give exactly one of --model PATH (generate, then score) or --predictions FILE (score)")
         if model is not None and data is None:
             raise UserError("--model needs --data DIR, the preprocess folder whose split is evaluated")
-        settings = load_evaluate_config(config, list(overrides or []))
-        # Options win over the preset; set on the dataclass so paths need no override quoting.
-        for key, value in (("split", split), ("stage", stage), ("limit", limit)):
-            if value is not None:
-                setattr(settings, key, value)
-        if labels is not None:
-            settings.labels = labels
-        if code_only:
-            settings.prompt, settings.prefill = "code-only", ""
-        if samples is not None:
-            settings.sampling.n = samples
-        if backend is not None:
-            settings.generator.backend = backend
-        validate(settings)
+        # Options win over the preset; set as fields (not overrides) so paths need no quoting.
+        settings = with_fields(load_evaluate_config(config, list(overrides or [])), {
+            "split": split, "stage": stage, "limit": limit, "labels": labels,
+            "prompt": "code-only" if code_only else None, "prefill": "" if code_only else None,
+            "sampling.n": samples, "generator.backend": backend,
+        })
         if predictions is not None:
             if samples is not None or backend is not None:
                 raise UserError("--samples and --backend apply to --model mode; a predictions file brings its own samples")

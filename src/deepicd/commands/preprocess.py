@@ -21,17 +21,15 @@ def main(
     """Build the admission-note datasets of the task from MIMIC-IV and MIMIC-IV-Note."""
     import json
 
+    from deepicd.config import with_fields
     from deepicd.preprocess import dropped_warning, load_config, run
 
     with user_errors():
-        settings = load_config(config, list(overrides or []))
-        # Options win over the preset; set on the dataclass so paths need no override quoting.
-        settings.mimic_dir = str(mimic_dir)
-        settings.out = str(out)
-        if note_dir is not None:
-            settings.note_dir = str(note_dir)
-        if overwrite:
-            settings.overwrite = True
+        # Options win over the preset; set as fields (not overrides) so paths need no quoting.
+        settings = with_fields(load_config(config, list(overrides or [])), {
+            "mimic_dir": str(mimic_dir), "out": str(out), "note_dir": str(note_dir) if note_dir else None,
+            "overwrite": True if overwrite else None,
+        })
         folder = run(settings)
     counts = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["counts"]
     warning = dropped_warning(counts, settings.warn_dropped_share)

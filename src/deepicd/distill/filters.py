@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from deepicd import icd
+from deepicd.errors import ConfigError
 from deepicd.rewards.completion import parse_completion
 
 # Rejection reasons in the order they are checked.
@@ -48,6 +49,11 @@ class FilterConfig:
     # answer is missing, malformed or wrong. Only for a teacher too small to follow the oracle
     # prompt (the CPU demo's tiny model): its reasoning is kept as written, the answer is the oracle's.
     repair_answer: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_words < 0 or (self.max_words > 0 and self.max_words < self.min_words):
+            raise ConfigError("invalid distill config at keys 'filters.min_words'/'filters.max_words': "
+                              f"{self.min_words}..{self.max_words}")
 
 
 @dataclass(frozen=True)

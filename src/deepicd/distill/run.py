@@ -32,15 +32,16 @@ import pandas as pd
 from tqdm import tqdm
 
 from deepicd import icd
-from deepicd.errors import UserError
+from deepicd.errors import ConfigError, UserError
 from deepicd.distill import filters as trace_filters
 from deepicd import manifest, split_tables
 from deepicd.distill.filters import FilterConfig
 from deepicd.distill.stats import DistillStats, report_markdown
 from deepicd.distill.store import StoreError, TraceStore, read_rows
 from deepicd.generate.base import GenerationRequest, GenerationResult, Generator, SamplingConfig
-from deepicd.generate.config import GeneratorConfig
+from deepicd.generate.config import GeneratorConfig, require_model
 from deepicd.prompts import oracle, task
+from deepicd.schema import require
 
 TRACES = "traces.jsonl"
 RUN_FILE = "run.json"  # what the traces in this folder were made with; a rerun must match it
@@ -65,6 +66,15 @@ class DistillConfig:
     chunk_size: int = 2048  # prompts handed to the backend at a time: bounds the memory the prompts take
     limit: int = 0  # generate at most this many new admissions in one run (0: all that are missing)
 
+    def __post_init__(self) -> None:
+        where = "distill config"
+        require(0.0 <= self.val_fraction < 1.0, where, "val_fraction", "must be in [0, 1)", self.val_fraction)
+        for key in ("sync_every", "chunk_size"):
+            require(getattr(self, key) >= 1, where, key, "must be at least 1", getattr(self, key))
+        require(self.limit >= 0, where, "limit", "must not be negative", self.limit)
+        if self.guidelines_dir and not Path(self.guidelines_dir).is_dir():
+            raise ConfigError(f"invalid distill config at key 'guidelines_dir': folder not found: {self.guidelines_dir}")
+
 
 @dataclass
 class DistillResult:
@@ -73,29 +83,6 @@ class DistillResult:
     generated_now: int
     errors_now: int
     seconds: float
-
-
-def validate(config: DistillConfig) -> DistillConfig:
-    from deepicd.generate import config as generator_config
-    from deepicd.generate import sampling
-
-    generator_config.validate(config.generator)
-    sampling.validate(config.sampling)
-    if not 0.0 <= config.val_fraction < 1.0:
-        raise UserError(f"invalid distill config at key 'val_fraction': {config.val_fraction} is not in [0, 1)")
-    for key in ("sync_every", "chunk_size"):
-        if getattr(config, key) < 1:
-            raise UserError(f"invalid distill config at key '{key}': must be at least 1, got {getattr(config, key)}")
-    if config.limit < 0:
-        raise UserError(f"invalid distill config at key 'limit': must not be negative, got {config.limit}")
-    bounds = config.filters
-    if bounds.min_words < 0 or (bounds.max_words > 0 and bounds.max_words < bounds.min_words):
-        raise UserError(
-            f"invalid distill config at keys 'filters.min_words'/'filters.max_words': {bounds.min_words}..{bounds.max_words}"
-        )
-    if config.guidelines_dir and not Path(config.guidelines_dir).is_dir():
-        raise UserError(f"invalid distill config at key 'guidelines_dir': folder not found: {config.guidelines_dir}")
-    return config
 
 
 # -- generation ------------------------------------------------------------------
@@ -285,7 +272,7 @@ def run(
     sft/val.parquet exists only when patients were held out (`val_fraction` > 0).
     """
     started = time.perf_counter()
-    validate(config)
+    require_model(config.generator)  # the teacher, given on the command line
     frame = split_tables.read_notes(data_dir, split)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,15 +8,26 @@ manifest records everything that shaped a row of Table 3.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-from deepicd.evaluate.labels import LEADING_CODE_MODES, NIL_SCOPES
+from deepicd.errors import ConfigError
+from deepicd.evaluate.labels import LeadingCode, NilScope
 from deepicd.generate.base import SamplingConfig
 from deepicd.generate.config import GeneratorConfig
+from deepicd.rewards.config import CodePattern
+from deepicd.schema import choice, require
 
-SELECTIONS = ("first", "majority")
-CODE_PATTERNS = ("release", "paper")
-# task: reasoning in <think>, then the code (prefill "<think>"); code-only: the code alone (no prefill).
-PROMPTS = ("task", "code-only")
+
+class Selection(StrEnum):
+    first = "first"  # the first of k samples is scored
+    majority = "majority"  # the majority vote of the full codes
+
+
+class Prompt(StrEnum):
+    task = "task"  # reasoning in <think>, then the code (prefill "<think>")
+    code_only = "code-only"  # the code alone (no prefill)
+
+
 # Named label spaces; any other value of `labels` is a CSV path.
 LABEL_SPACES = ("train", "all-splits")
 
@@ -28,6 +39,11 @@ class BootstrapConfig:
     samples: int = 1000  # resamples of the notes
     confidence: float = 0.95  # coverage of the interval
     seed: int = 42  # seeds the resampling
+
+    def __post_init__(self) -> None:
+        require(self.samples >= 0, "evaluate config", "bootstrap.samples", "must be >= 0", self.samples)
+        require(0.0 < self.confidence < 1.0, "evaluate config", "bootstrap.confidence",
+                "must lie strictly between 0 and 1", self.confidence)
 
 
 def _greedy() -> SamplingConfig:
@@ -75,44 +91,26 @@ class EvaluateConfig:
     # --model mode only: the backend and its settings (`generator.model` is set from --model).
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
 
-
-def validate(config: EvaluateConfig) -> EvaluateConfig:
-    """Check the values a schema cannot: choices and ranges, each error naming its key."""
-    from deepicd.errors import ConfigError
-
-    choices = {
-        "selection": SELECTIONS,
-        "nil_scope": NIL_SCOPES,
-        "code_pattern": CODE_PATTERNS,
-        "leading_code": LEADING_CODE_MODES,
-        "prompt": PROMPTS,
-    }
-    for key, allowed in choices.items():
-        value = getattr(config, key)
-        if value not in allowed:
-            raise ConfigError(f"'{key}' must be one of {list(allowed)}, not {value!r}")
-    if config.limit < 0:
-        raise ConfigError(f"'limit' must be >= 0, not {config.limit}")
-    if config.max_prompt_tokens < 0:
-        raise ConfigError(f"'max_prompt_tokens' must be >= 0 (0: no filter), not {config.max_prompt_tokens}")
-    if config.prompt == "code-only" and "<think>" in config.prefill:
-        raise ConfigError(
-            "prompt=code-only asks for the code without reasoning, but 'prefill' opens a <think> block; "
-            "set prefill='' (or use --code-only, or --config code-only)"
-        )
-    if config.bootstrap.samples < 0:
-        raise ConfigError(f"'bootstrap.samples' must be >= 0, not {config.bootstrap.samples}")
-    if not 0.0 < config.bootstrap.confidence < 1.0:
-        raise ConfigError(f"'bootstrap.confidence' must lie strictly between 0 and 1, not {config.bootstrap.confidence}")
-    if config.sampling.n < 1:
-        raise ConfigError(f"'sampling.n' must be >= 1, not {config.sampling.n}")
-    if not config.split:
-        raise ConfigError("'split' must name a split of the data folder, e.g. test")
-    return config
+    def __post_init__(self) -> None:
+        where = "evaluate config"
+        self.selection = choice(Selection, self.selection, "selection", where)
+        self.nil_scope = choice(NilScope, self.nil_scope, "nil_scope", where)
+        self.code_pattern = choice(CodePattern, self.code_pattern, "code_pattern", where)
+        self.leading_code = choice(LeadingCode, self.leading_code, "leading_code", where)
+        self.prompt = choice(Prompt, self.prompt, "prompt", where)
+        require(self.limit >= 0, where, "limit", "must be >= 0", self.limit)
+        require(self.max_prompt_tokens >= 0, where, "max_prompt_tokens", "must be >= 0 (0: no filter)",
+                self.max_prompt_tokens)
+        if self.prompt == Prompt.code_only and "<think>" in self.prefill:
+            raise ConfigError(
+                "prompt=code-only asks for the code without reasoning, but 'prefill' opens a <think> block; "
+                "set prefill='' (or use --code-only, or --config code-only)"
+            )
+        require(bool(self.split), where, "split", "must name a split of the data folder, e.g. test", self.split)
 
 
 def load_evaluate_config(name_or_path: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> EvaluateConfig:
-    """An evaluation preset by name or YAML path, with key=value overrides, validated."""
+    """An evaluation preset by name or YAML path, with key=value overrides, checked when built."""
     from deepicd.config import load
 
-    return validate(load(EvaluateConfig, "evaluate", name_or_path, overrides))
+    return load(EvaluateConfig, "evaluate", name_or_path, overrides)

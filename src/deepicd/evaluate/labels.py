@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -43,8 +44,15 @@ from deepicd import icd
 
 LEVELS = ("chapter", "category", "full_code")
 NIL = "NIL"
-NIL_SCOPES = ("level", "all")
-LEADING_CODE_MODES = ("levels", "code", "off")
+class NilScope(StrEnum):
+    level = "level"  # NIL at a level when the projection is outside that level's label space (as published)
+    all = "all"  # NIL at every level once the full code is outside the label space
+
+
+class LeadingCode(StrEnum):
+    levels = "levels"  # "I21.4 - NSTEMI" earns the category and chapter, not the full code (as published)
+    code = "code"  # the leading code is read at every level
+    off = "off"  # such an answer is unparseable
 # The first token of an answer: letters and digits up to the first other character ("I214 - NSTEMI" -> "I214").
 _LEADING_TOKEN = re.compile(r"[A-Za-z0-9]+")
 # A gold code whose chapter the release cannot tell (malformed gold). Kept apart from NIL so that a

@@ -9,10 +9,10 @@ chosen: vLLM, for one, exists only on GPU machines.
 from __future__ import annotations
 
 from deepicd.generate.base import GenerationRequest, GenerationResult, Generator, SamplingConfig
-from deepicd.generate.config import BACKENDS, GeneratorConfig, validate
+from deepicd.generate.config import Backend, GeneratorConfig, require_model
 
 __all__ = [
-    "BACKENDS",
+    "Backend",
     "GenerationRequest",
     "GenerationResult",
     "Generator",
@@ -24,7 +24,7 @@ __all__ = [
 
 def build_generator(config: GeneratorConfig) -> Generator:
     """The backend `config.backend` names, loaded and ready; call `close()` on it when done."""
-    validate(config)
+    require_model(config)
     if config.backend == "transformers":
         from deepicd.generate.transformers_backend import TransformersGenerator
 

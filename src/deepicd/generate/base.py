@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Protocol
 
+from deepicd.schema import require
+
 
 @dataclass
 class SamplingConfig:
@@ -31,6 +33,19 @@ class SamplingConfig:
     top_k: int = 0  # keep the k most likely tokens; 0 (or -1) is off
     min_p: float = 0.0  # drop tokens below min_p x the top token's probability; 0 is off
     repetition_penalty: float = 1.0  # penalise tokens already in the prompt or the output; 1 is off
+
+    def __post_init__(self) -> None:
+        where = "sampling setting"
+        require(self.n >= 1, where, "n", "must be at least 1", self.n)
+        require(self.max_new_tokens >= 1, where, "max_new_tokens", "must be at least 1", self.max_new_tokens)
+        require(self.temperature >= 0, where, "temperature", "must not be negative", self.temperature)
+        require(0.0 < self.top_p <= 1.0, where, "top_p", "must be in (0, 1]", self.top_p)
+        whole = isinstance(self.top_k, int) and not isinstance(self.top_k, bool)
+        require(whole and self.top_k >= -1, where, "top_k", "must be a whole number of tokens, or 0 (or -1) for off",
+                self.top_k)
+        require(0.0 <= self.min_p <= 1.0, where, "min_p", "must be in [0, 1], 0 for off", self.min_p)
+        require(self.repetition_penalty > 0, where, "repetition_penalty", "must be positive, 1.0 for off",
+                self.repetition_penalty)
 
 
 @dataclass(frozen=True)

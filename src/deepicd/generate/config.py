@@ -2,23 +2,42 @@
 
 One dataclass for the three backends keeps stage configs flat and lets a user
 switch backend with a single override (`generator.backend=openai`); the fields a
-backend does not use are simply ignored by it. `validate` checks the values a
-typo would otherwise turn into a confusing failure deep inside a library.
+backend does not use are simply ignored by it. The config checks its own values
+when built (`__post_init__`), before a typo can become a confusing failure deep
+inside a library; the model, given when a stage runs, is checked by `require_model`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from enum import StrEnum
+from typing import ClassVar, Optional
 
 from deepicd.endpoints import EndpointConfig
 from deepicd.errors import UserError
+from deepicd.schema import choice, require
 
-BACKENDS = ("transformers", "openai", "vllm")
-APIS = ("completions", "chat")
-SERVERS = ("vllm", "transformers")
-CONTINUOUS_BATCHING = ("auto", "on", "off")
-DTYPES = ("auto", "bfloat16", "float32")
+class Backend(StrEnum):
+    transformers = "transformers"  # one process, CPU or one GPU
+    openai = "openai"  # an OpenAI-compatible server (vllm serve, transformers serve)
+    vllm = "vllm"  # the offline engine on this node's GPUs
+
+
+class Server(StrEnum):
+    vllm = "vllm"
+    transformers = "transformers"
+
+
+class ContinuousBatching(StrEnum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+class Dtype(StrEnum):
+    auto = "auto"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
 
 
 @dataclass
@@ -53,39 +72,26 @@ class GeneratorConfig(EndpointConfig):
     gpu_memory_utilization: float = 0.9  # share of each GPU the engine may take for weights and KV cache
     max_model_len: Optional[int] = None  # longest prompt + completion in tokens; None: the model's own limit
     chunk_size: int = 256  # prompts handed to an engine at a time; results are yielded per chunk
+    KEY_PREFIX: ClassVar[str] = "generator."  # this block's place in distill and evaluate configs, for errors
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = "generator config"
+        self.backend = choice(Backend, self.backend, "generator.backend", where)
+        self.server = choice(Server, self.server, "generator.server", where)
+        self.continuous_batching = choice(ContinuousBatching, self.continuous_batching,
+                                          "generator.continuous_batching", where)
+        self.dtype = choice(Dtype, self.dtype, "generator.dtype", where)
+        for key in ("batch_size", "tensor_parallel_size", "data_parallel_size", "chunk_size"):
+            require(getattr(self, key) >= 1, where, f"generator.{key}", "must be at least 1", getattr(self, key))
+        require(0.0 < self.gpu_memory_utilization <= 1.0, where, "generator.gpu_memory_utilization",
+                "must be in (0, 1]", self.gpu_memory_utilization)
+        require(self.max_model_len is None or self.max_model_len > 0, where, "generator.max_model_len",
+                "must be positive (or null: the model's own limit)", self.max_model_len)
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UserError(f"invalid generator config at key '{key}': {value!r}; expected one of {', '.join(allowed)}")
-
-
-def _positive(config: GeneratorConfig, *keys: str) -> None:
-    for key in keys:
-        if getattr(config, key) <= 0:
-            raise UserError(f"invalid generator config at key '{key}': must be positive, got {getattr(config, key)}")
-
-
-def validate(config: GeneratorConfig) -> GeneratorConfig:
-    """Raise UserError naming the key at fault; return the config unchanged when it is sound."""
-    _choice("backend", config.backend, BACKENDS)
-    _choice("api", config.api, APIS)
-    _choice("server", config.server, SERVERS)
-    _choice("continuous_batching", config.continuous_batching, CONTINUOUS_BATCHING)
-    _choice("dtype", config.dtype, DTYPES)
+def require_model(config: GeneratorConfig) -> GeneratorConfig:
+    """The one setting a preset cannot hold: which model generates, given when the stage runs."""
     if not config.model.strip():
         raise UserError("invalid generator config at key 'model': empty; give a model folder, hub id or served name")
-    _positive(config, "batch_size", "concurrency", "timeout_s", "tensor_parallel_size", "data_parallel_size")
-    _positive(config, "chunk_size")
-    if config.retries < 0 or config.backoff_s < 0:
-        raise UserError("invalid generator config: 'retries' and 'backoff_s' must not be negative")
-    if not 0.0 < config.gpu_memory_utilization <= 1.0:
-        raise UserError(
-            "invalid generator config at key 'gpu_memory_utilization': "
-            f"{config.gpu_memory_utilization} is not in (0, 1]"
-        )
-    if config.max_model_len is not None and config.max_model_len <= 0:
-        raise UserError(
-            f"invalid generator config at key 'max_model_len': must be positive, got {config.max_model_len}"
-        )
     return config

@@ -38,7 +38,7 @@ from deepicd.errors import UserError
 from deepicd.endpoints import EndpointRefused
 from deepicd.generate import sampling as rules
 from deepicd.generate.base import GenerationRequest, GenerationResult, SamplingConfig
-from deepicd.generate.config import GeneratorConfig, validate
+from deepicd.generate.config import GeneratorConfig, require_model
 from deepicd.generate.render import server_prompt_text
 from deepicd.openai_client import Endpoint, EndpointFailure
 
@@ -51,7 +51,7 @@ class OpenAIGenerator:
     """Client for an OpenAI-compatible `/v1/completions` or `/v1/chat/completions` endpoint."""
 
     def __init__(self, config: GeneratorConfig, *, tokenizer=None):
-        validate(config)
+        require_model(config)
         try:
             self.endpoint = Endpoint(config)
         except EndpointRefused as exc:
@@ -81,7 +81,6 @@ class OpenAIGenerator:
     def generate(self, requests: Iterable[GenerationRequest], sampling: SamplingConfig) -> Iterator[GenerationResult]:
         from tqdm import tqdm
 
-        rules.validate(sampling)
         requests = list(requests)
         if not requests:
             return

@@ -14,31 +14,7 @@ only translate it into their engine's spelling.
 
 from __future__ import annotations
 
-from deepicd.errors import UserError
 from deepicd.generate.base import GenerationRequest, GenerationResult, SamplingConfig
-
-
-def _invalid(key: str, rule: str, value) -> UserError:
-    return UserError(f"invalid sampling setting '{key}': {rule}, got {value}")
-
-
-def validate(sampling: SamplingConfig) -> SamplingConfig:
-    """Raise UserError naming the sampling setting at fault."""
-    if sampling.n < 1:
-        raise _invalid("n", "must be at least 1", sampling.n)
-    if sampling.max_new_tokens < 1:
-        raise _invalid("max_new_tokens", "must be at least 1", sampling.max_new_tokens)
-    if sampling.temperature < 0:
-        raise _invalid("temperature", "must not be negative", sampling.temperature)
-    if not 0.0 < sampling.top_p <= 1.0:
-        raise _invalid("top_p", "must be in (0, 1]", sampling.top_p)
-    if isinstance(sampling.top_k, bool) or not isinstance(sampling.top_k, int) or sampling.top_k < -1:
-        raise _invalid("top_k", "must be a whole number of tokens, or 0 (or -1) for off", sampling.top_k)
-    if not 0.0 <= sampling.min_p <= 1.0:
-        raise _invalid("min_p", "must be in [0, 1], 0 for off", sampling.min_p)
-    if not sampling.repetition_penalty > 0:
-        raise _invalid("repetition_penalty", "must be positive, 1.0 for off", sampling.repetition_penalty)
-    return sampling
 
 
 def is_greedy(sampling: SamplingConfig) -> bool:

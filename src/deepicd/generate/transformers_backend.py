@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 from deepicd.errors import UserError
 from deepicd.generate import sampling as rules
 from deepicd.generate.base import GenerationRequest, GenerationResult, SamplingConfig
-from deepicd.generate.config import GeneratorConfig, validate
+from deepicd.generate.config import GeneratorConfig, require_model
 from deepicd.generate.render import prompt_ids, stop_token_ids
 
 _CHILD = "__child#"  # how continuous batching names the extra sequences of a request with n > 1
@@ -37,7 +37,7 @@ class TransformersGenerator:
     """Batched `model.generate` (or continuous batching) on one device."""
 
     def __init__(self, config: GeneratorConfig, *, model=None, tokenizer=None):
-        validate(config)
+        require_model(config)
         self.config = config
         if model is None or tokenizer is None:
             from deepicd.models import load
@@ -76,7 +76,6 @@ class TransformersGenerator:
         )
 
     def generate(self, requests: Iterable[GenerationRequest], sampling: SamplingConfig) -> Iterator[GenerationResult]:
-        rules.validate(sampling)
         requests = list(requests)
         if not requests:
             return

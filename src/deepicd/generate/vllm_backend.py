@@ -40,7 +40,7 @@ from typing import Iterable, Iterator
 from deepicd.errors import UserError
 from deepicd.generate import sampling as rules
 from deepicd.generate.base import GenerationRequest, GenerationResult, SamplingConfig
-from deepicd.generate.config import GeneratorConfig, validate
+from deepicd.generate.config import GeneratorConfig, require_model
 from deepicd.generate.render import prompt_ids, stop_token_ids
 
 _POLL_S = 1.0  # how often a replica waiting for work checks that its parent is still alive
@@ -405,7 +405,7 @@ class VLLMGenerator:
     """
 
     def __init__(self, config: GeneratorConfig, *, tokenizer=None, engine_class=None):
-        validate(config)
+        require_model(config)
         self.config = config
         if engine_class is None:
             import_vllm()  # fail here, with the install hint, rather than in every replica
@@ -442,7 +442,6 @@ class VLLMGenerator:
     def generate(self, requests: Iterable[GenerationRequest], sampling: SamplingConfig) -> Iterator[GenerationResult]:
         from tqdm import tqdm
 
-        rules.validate(sampling)
         requests = list(requests)
         if not requests:
             return

@@ -9,8 +9,20 @@ term is a dataclass with a weight, and a term is off when it is not listed in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+from typing import ClassVar
 
 from deepicd.endpoints import EndpointConfig
+from deepicd.errors import ConfigError
+from deepicd.schema import choice, one_of, require
+
+
+class CodePattern(StrEnum):
+    """Which codes count as well-formed: the reward and the evaluation read `code_pattern` the same way."""
+
+    release = "release"  # every category of the ICD-10-CM release (our one deviation)
+    paper = "paper"  # the published pattern, which rejects C4A, M1A, O9A, QA0, ...
 
 
 @dataclass
@@ -87,6 +99,35 @@ class JudgeConfig(EndpointConfig):
     guideline_max_chars: int = 4000  # the chapter guideline excerpt is cut to this length (0: whole chapter)
     # Extra JSON fields sent with every request (server-specific, e.g. vLLM's guided decoding options).
     extra_body: dict = field(default_factory=dict)
+    KEY_PREFIX: ClassVar[str] = "judge."  # errors name keys as they are written in a reward preset
+
+    def __post_init__(self) -> None:
+        from deepicd.prompts import judge as judge_prompt
+
+        super().__post_init__()
+        where = "judge config"
+        require(self.batch_deadline_s > 0, where, "judge.batch_deadline_s", "must be positive", self.batch_deadline_s)
+        require(self.max_tokens >= 1, where, "judge.max_tokens", "must be at least 1", self.max_tokens)
+        require(self.temperature >= 0, where, "judge.temperature", "must be 0 or more", self.temperature)
+        require(0 < self.top_p <= 1, where, "judge.top_p", "must be in (0, 1]", self.top_p)
+        self.rubric = one_of(judge_prompt.RUBRICS, self.rubric, "judge.rubric", where)
+        self.score_parser = one_of(judge_prompt.PARSERS, self.score_parser, "judge.score_parser", where)
+        _check_guidelines(self.guidelines_dir)
+
+
+def _check_guidelines(folder: str) -> None:
+    """A guidelines folder that is missing or holds no chapter file is a typo, not a choice: refuse it."""
+    if not folder:
+        return
+    from pathlib import Path
+
+    from deepicd import guidelines
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"invalid judge config at key 'judge.guidelines_dir': folder not found: {folder}")
+    if not guidelines.available_chapters(path):
+        raise ConfigError(f"invalid judge config at key 'judge.guidelines_dir': no chapter_<n>.json files in {folder}")
 
 
 @dataclass
@@ -106,19 +147,18 @@ class RewardConfig:
     empty: EmptyConfig = field(default_factory=EmptyConfig)  # an empty completion
     judge: JudgeConfig = field(default_factory=JudgeConfig)  # the LLM judge of the reasoning (when listed)
 
+    def __post_init__(self) -> None:
+        from deepicd.rewards.components import COMPONENTS, JUDGE
+
+        known = sorted([*COMPONENTS, JUDGE])
+        unknown = [name for name in self.components if name not in known]
+        if unknown:
+            raise ConfigError(f"unknown reward component(s) {unknown} in 'components'; known: {known}")
+        self.code_pattern = choice(CodePattern, self.code_pattern, "code_pattern", "reward config")
+
 
 def load_reward_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> RewardConfig:
-    """A reward preset by name (`paper`, `paper-judge`, `judge-greedy`) or YAML path, validated."""
+    """A reward preset by name (`paper`, `paper-judge`, `judge-greedy`) or YAML path, checked when built."""
     from deepicd.config import load
-    from deepicd.errors import ConfigError
 
-    config = load(RewardConfig, "rewards", name_or_path, overrides)
-    from deepicd.rewards.components import COMPONENTS, JUDGE
-
-    known = sorted([*COMPONENTS, JUDGE])
-    unknown = [name for name in config.components if name not in known]
-    if unknown:
-        raise ConfigError(f"unknown reward component(s) {unknown} in 'components'; known: {known}")
-    if config.code_pattern not in {"release", "paper"}:
-        raise ConfigError(f"'code_pattern' must be 'release' or 'paper', not {config.code_pattern!r}")
-    return config
+    return load(RewardConfig, "rewards", name_or_path, overrides)

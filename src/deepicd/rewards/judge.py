@@ -57,7 +57,6 @@ from deepicd.rewards.scorer import JudgeRequest, JudgeVerdict
 
 log = logging.getLogger(__name__)
 
-APIS = ("chat", "completions")
 # `judge.tokenizer` value: render with the tokenizer of the judge model itself (its name as served).
 SAME_AS_MODEL = "same-as-model"
 COUNT_KEYS = ("rows", "ok", "cached", "unparsed", "fallback", "retried", "requests")
@@ -135,55 +134,11 @@ def render_chat(source: str, chat: list[dict[str, str]]) -> str:
         ) from None
 
 
-def validate(config: JudgeConfig) -> None:
-    """Raise ConfigError naming the `judge.*` key whose value cannot work."""
-    problems = []
-    if config.api not in APIS:
-        problems.append(f"judge.api must be one of {list(APIS)}, not {config.api!r}")
-    if config.concurrency < 1:
-        problems.append(f"judge.concurrency must be at least 1, not {config.concurrency}")
-    if config.timeout_s <= 0:
-        problems.append(f"judge.timeout_s must be positive, not {config.timeout_s}")
-    if config.retries < 0:
-        problems.append(f"judge.retries must be 0 or more, not {config.retries}")
-    if config.backoff_s < 0:
-        problems.append(f"judge.backoff_s must be 0 or more, not {config.backoff_s}")
-    if config.batch_deadline_s <= 0:
-        problems.append(f"judge.batch_deadline_s must be positive, not {config.batch_deadline_s}")
-    if config.max_tokens < 1:
-        problems.append(f"judge.max_tokens must be at least 1, not {config.max_tokens}")
-    if config.temperature < 0:
-        problems.append(f"judge.temperature must be 0 or more, not {config.temperature}")
-    if not 0 < config.top_p <= 1:
-        problems.append(f"judge.top_p must be in (0, 1], not {config.top_p}")
-    if config.rubric not in judge_prompt.RUBRICS:
-        problems.append(f"judge.rubric must be one of {sorted(judge_prompt.RUBRICS)}, not {config.rubric!r}")
-    if config.score_parser not in judge_prompt.PARSERS:
-        known = sorted(judge_prompt.PARSERS)
-        problems.append(f"judge.score_parser must be one of {known}, not {config.score_parser!r}")
-    problems.extend(_guideline_problems(config.guidelines_dir))
-    if problems:
-        raise ConfigError("; ".join(problems))
-
-
-def _guideline_problems(folder: str) -> list[str]:
-    """A guidelines folder that is missing or holds no chapter file is a typo, not a choice: refuse it."""
-    if not folder:
-        return []
-    path = Path(folder).expanduser()
-    if not path.is_dir():
-        return [f"judge.guidelines_dir: folder not found: {folder}"]
-    if not guidelines.available_chapters(path):
-        return [f"judge.guidelines_dir: no chapter_<n>.json files in {folder}"]
-    return []
-
-
 class OpenAICompatibleJudge:
     """A `Judge` backed by any OpenAI-compatible server (vllm serve, transformers serve, a gateway)."""
 
     def __init__(self, config: JudgeConfig, cache: JudgeCache | None = None) -> None:
-        validate(config)
-        self.config = config
+        self.config = config  # checked when it was built (JudgeConfig.__post_init__)
         # Refuses external hosts before anything is sent (EndpointRefused).
         self.endpoint = Endpoint(config)
         self.base_url = self.endpoint.url

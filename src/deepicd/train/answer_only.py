@@ -27,6 +27,7 @@ import pandas as pd
 
 from deepicd import icd, manifest
 from deepicd.errors import UserError
+from deepicd.schema import require
 
 COLUMNS = ["prompt", "completion", "hadm_id", "subject_id", "code", "trace_words"]
 TARGET = "outcome-only"
@@ -43,6 +44,10 @@ class AnswerOnlyConfig:
     # A `deepicd distill` output folder: keep only the notes its sft/ set holds, split as it is split.
     like: str = ""
 
+    def __post_init__(self) -> None:
+        require(0.0 <= self.val_fraction < 1.0, "sft-data config", "val_fraction", "must be in [0, 1)", self.val_fraction)
+        require(self.limit >= 0, "sft-data config", "limit", "must not be negative", self.limit)
+
 
 @dataclass
 class AnswerOnlyResult:
@@ -50,14 +55,6 @@ class AnswerOnlyResult:
     train: int
     val: int
     codes: int
-
-
-def validate(config: AnswerOnlyConfig) -> AnswerOnlyConfig:
-    if not 0.0 <= config.val_fraction < 1.0:
-        raise UserError(f"invalid sft-data setting 'val_fraction': {config.val_fraction} is not in [0, 1)")
-    if config.limit < 0:
-        raise UserError(f"invalid sft-data setting 'limit': must not be negative, got {config.limit}")
-    return config
 
 
 def samples(frame: pd.DataFrame) -> pd.DataFrame:
@@ -158,7 +155,6 @@ def build(data_dir: str | Path, split_name: str, out: str | Path, config: Answer
     from deepicd.split_tables import read_notes
     from deepicd.prompts import code_only
 
-    validate(config)
     frame = read_notes(data_dir, split_name)
     if config.limit:
         frame = frame.head(config.limit)

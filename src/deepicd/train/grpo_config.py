@@ -11,16 +11,55 @@ Settings only one engine has live in its block (`verl:`, `trl:`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Sequence
 
 from deepicd.config import available_presets, load
 from deepicd.errors import ConfigError
+from deepicd.schema import choice
 
-BACKENDS = ("verl", "trl")
-STAGES = ("grpo", "sft-grpo")
-PREFILL_MODES = ("template", "closed-turn")
-ATTENTION = ("sdpa", "flash_attention_2", "flash_attention_3", "eager")
+WHERE = "grpo config"
+
+
+class Backend(StrEnum):
+    verl = "verl"  # GPU nodes, Ray
+    trl = "trl"  # one device
+
+
+class Stage(StrEnum):
+    grpo = "grpo"  # from an instruct model (R1-zero)
+    sft_grpo = "sft-grpo"  # from an SFT checkpoint
+
+
+class Rollout(StrEnum):  # the engines VERL 0.9 rolls out with
+    vllm = "vllm"
+    sglang = "sglang"
+    trtllm = "trtllm"
+
+
+class PrefillMode(StrEnum):
+    template = "template"  # a chat template that opens the assistant turn with the prefill
+    closed_turn = "closed-turn"  # the published run: a closed assistant message before the generation prompt
+
+
+class Attention(StrEnum):
+    sdpa = "sdpa"
+    flash_attention_2 = "flash_attention_2"
+    flash_attention_3 = "flash_attention_3"
+    eager = "eager"
+
+
+class UseVllm(StrEnum):
+    auto = "auto"  # when vllm is installed and a GPU is present
+    true = "true"
+    false = "false"
+
+
+class Dtype(StrEnum):
+    auto = "auto"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
 
 
 @dataclass
@@ -131,6 +170,9 @@ class GRPORunConfig:
     verl: VerlSettings = field(default_factory=VerlSettings)  # read only by the verl backend
     trl: TrlSettings = field(default_factory=TrlSettings)  # read only by the trl backend
 
+    def __post_init__(self) -> None:
+        _check(self)
+
 
 def presets() -> list[str]:
     return available_presets("grpo")
@@ -147,12 +189,9 @@ def load_run_config(
 ) -> GRPORunConfig:
     """A preset with `key=value` overrides; paths given on the command line win over the preset's."""
     config = load(GRPORunConfig, "grpo", name_or_path, overrides)
-    if not config.name:
-        config.name = Path(str(name_or_path)).stem
-    changes = {"model": model, "data_dir": data_dir, "out_dir": out_dir, "backend": backend}
-    config = replace(config, **{k: str(v) for k, v in changes.items() if v is not None})
-    validate(config)
-    return config
+    changes = {"model": model, "data_dir": data_dir, "out_dir": out_dir, "backend": backend,
+               "name": None if config.name else Path(str(name_or_path)).stem}
+    return replace(config, **{k: str(v) for k, v in changes.items() if v is not None})
 
 
 def _positive(section: object, prefix: str, keys: Sequence[str]) -> None:
@@ -162,12 +201,10 @@ def _positive(section: object, prefix: str, keys: Sequence[str]) -> None:
             raise ConfigError(f"invalid grpo config at key '{prefix}{key}': must be positive, got {value}")
 
 
-def validate(config: GRPORunConfig) -> None:
-    """Reject settings no engine could run, naming the key at fault."""
-    if config.backend not in BACKENDS:
-        raise ConfigError(f"invalid grpo config at key 'backend': {config.backend!r} is not one of {list(BACKENDS)}")
-    if config.stage not in STAGES:
-        raise ConfigError(f"invalid grpo config at key 'stage': {config.stage!r} is not one of {list(STAGES)}")
+def _check(config: GRPORunConfig) -> None:
+    """Reject settings no engine could run, naming the key at fault (run by the config when it is built)."""
+    config.backend = choice(Backend, config.backend, "backend", WHERE)
+    config.stage = choice(Stage, config.stage, "stage", WHERE)
     g = config.grpo
     _positive(g, "grpo.", ("train_batch_size", "mini_batch_size", "num_generations", "max_prompt_length",
                            "max_completion_length", "epochs", "save_steps"))
@@ -193,8 +230,7 @@ def _validate_verl(config: GRPORunConfig) -> None:
                            "reward_workers", "judge_max_concurrent", "reward_timeout_s"))
     if not 0 < v.gpu_memory_utilization <= 1:
         raise ConfigError("invalid grpo config at key 'verl.gpu_memory_utilization': must be in (0, 1]")
-    if v.rollout not in ("vllm", "sglang", "trtllm"):
-        raise ConfigError(f"invalid grpo config at key 'verl.rollout': {v.rollout!r}; VERL 0.9 rolls out with vllm, sglang or trtllm")
+    v.rollout = choice(Rollout, v.rollout, "verl.rollout", WHERE)
     gpus = v.nnodes * v.n_gpus_per_node
     per_gpu, rest = divmod(g.mini_batch_size * g.num_generations, gpus)
     if rest or per_gpu % v.micro_batch_size_per_gpu:
@@ -208,11 +244,8 @@ def _validate_verl(config: GRPORunConfig) -> None:
                           f"(each checkpoint of a 32B model takes ~390 GB), got {v.max_checkpoints_to_keep}")
     if v.gpu_memory_gb < 0:
         raise ConfigError(f"invalid grpo config at key 'verl.gpu_memory_gb': must be >= 0 (0 = detect), got {v.gpu_memory_gb}")
-    if v.prefill not in PREFILL_MODES:
-        raise ConfigError(f"invalid grpo config at key 'verl.prefill': {v.prefill!r} is not one of {list(PREFILL_MODES)}")
-    if v.attn_implementation not in ATTENTION:
-        raise ConfigError(f"invalid grpo config at key 'verl.attn_implementation': {v.attn_implementation!r} is not "
-                          f"one of {list(ATTENTION)}")
+    v.prefill = choice(PrefillMode, v.prefill, "verl.prefill", WHERE)
+    v.attn_implementation = choice(Attention, v.attn_implementation, "verl.attn_implementation", WHERE)
     if gpus % v.tensor_parallel_size:
         raise ConfigError(f"invalid grpo config at key 'verl.tensor_parallel_size': {v.tensor_parallel_size} does not divide {gpus} GPUs")
 
@@ -223,11 +256,8 @@ def _validate_trl(config: GRPORunConfig) -> None:
     if t.cpu_threads < 0:
         raise ConfigError(f"invalid grpo config at key 'trl.cpu_threads': must be >= 0, got {t.cpu_threads}")
     # `trl.use_vllm=false` on the command line arrives as the bool False, i.e. the string "False".
-    t.use_vllm = t.use_vllm.lower()
-    if t.use_vllm not in ("auto", "true", "false"):
-        raise ConfigError(f"invalid grpo config at key 'trl.use_vllm': {t.use_vllm!r}; use auto, true or false")
-    if t.dtype not in ("auto", "bfloat16", "float32"):
-        raise ConfigError(f"invalid grpo config at key 'trl.dtype': {t.dtype!r}; use auto, bfloat16 or float32")
+    t.use_vllm = choice(UseVllm, str(t.use_vllm).lower(), "trl.use_vllm", WHERE)
+    t.dtype = choice(Dtype, t.dtype, "trl.dtype", WHERE)
     for key in ("mini_batch_size", "train_batch_size"):
         completions = getattr(g, key) * g.num_generations
         if completions % t.per_device_batch_size:

@@ -37,14 +37,31 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
-from deepicd.errors import UserError
 from deepicd import manifest
+from deepicd.errors import ConfigError, UserError
+from deepicd.schema import choice, require
 
-PRECISIONS = ("bf16-mixed", "bf16", "fp32")
-OVERLONG = ("drop", "truncate")
-DEVICES = ("auto", "cpu", "cuda")
+
+class Precision(StrEnum):
+    bf16_mixed = "bf16-mixed"  # fp32 master weights, bf16 compute (the usual recipe)
+    bf16 = "bf16"  # weights in bf16 too
+    fp32 = "fp32"  # CPU
+
+
+class Overlong(StrEnum):
+    drop = "drop"  # a sample longer than max_length is left out and counted
+    truncate = "truncate"  # TRL keeps its first max_length tokens, as the published SFT did
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 REQUIRED_COLUMNS = ("prompt", "completion")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -90,6 +107,26 @@ class SFTRunConfig:
     gpu_memory_gb: float = 0.0
     check_memory: bool = True  # refuse a run whose memory plan exceeds the GPU (false: start anyway)
 
+    def __post_init__(self) -> None:
+        where = "sft config"
+        self.precision = choice(Precision, self.precision, "precision", where)
+        self.device = choice(Device, self.device, "device", where)
+        self.overlong = choice(Overlong, self.overlong, "overlong", where)
+        if self.overlong == Overlong.truncate and self.padding_free and not self.packing:
+            # TRL cannot cut rows it concatenates without packing; it would train on rows over max_length.
+            raise ConfigError("invalid sft config at key 'overlong': truncate needs packing=true when "
+                              "padding_free=true (or overlong=drop)")
+        for key in ("batch_size", "per_device_batch_size", "max_length", "logging_steps", "save_steps",
+                    "dataset_num_proc"):
+            require(getattr(self, key) >= 1, where, key, "must be at least 1", getattr(self, key))
+        require(self.learning_rate > 0, where, "learning_rate", "must be positive", self.learning_rate)
+        require(self.max_steps > 0 or self.epochs > 0, where, "epochs", "must be positive unless max_steps is set",
+                self.epochs)
+        for key in ("warmup_steps", "weight_decay", "eval_steps", "cpu_threads"):
+            require(getattr(self, key) >= 0, where, key, "must not be negative", getattr(self, key))
+        require(self.gpu_memory_gb >= 0, where, "gpu_memory_gb", "must be 0 (detect) or a size in GB",
+                self.gpu_memory_gb)
+
 
 @dataclass
 class SFTResult:
@@ -102,33 +139,6 @@ class SFTResult:
     seconds: float
     truncated: int = 0  # samples cut to max_length (overlong=truncate)
     resumed_from: str | None = None  # the checkpoint this run continued from
-
-
-def validate(config: SFTRunConfig) -> SFTRunConfig:
-    def bad(key: str, message: str) -> UserError:
-        return UserError(f"invalid sft config at key '{key}': {message}")
-
-    if config.precision not in PRECISIONS:
-        raise bad("precision", f"{config.precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if config.device not in DEVICES:
-        raise bad("device", f"{config.device!r}; expected one of {', '.join(DEVICES)}")
-    if config.overlong not in OVERLONG:
-        raise bad("overlong", f"{config.overlong!r}; expected one of {', '.join(OVERLONG)}")
-    if config.overlong == "truncate" and config.padding_free and not config.packing:
-        # TRL cannot cut rows it concatenates without packing; it would train on rows over max_length.
-        raise bad("overlong", "truncate needs packing=true when padding_free=true (or overlong=drop)")
-    for key in ("batch_size", "per_device_batch_size", "max_length", "logging_steps", "save_steps", "dataset_num_proc"):
-        if getattr(config, key) < 1:
-            raise bad(key, f"must be at least 1, got {getattr(config, key)}")
-    if config.learning_rate <= 0:
-        raise bad("learning_rate", f"must be positive, got {config.learning_rate}")
-    if config.max_steps <= 0 and config.epochs <= 0:
-        raise bad("epochs", "must be positive unless max_steps is set")
-    if config.warmup_steps < 0 or config.weight_decay < 0 or config.eval_steps < 0 or config.cpu_threads < 0:
-        raise UserError("invalid sft config: warmup_steps, weight_decay, eval_steps and cpu_threads must not be negative")
-    if config.gpu_memory_gb < 0:
-        raise bad("gpu_memory_gb", f"must be 0 (detect) or a size in GB, got {config.gpu_memory_gb}")
-    return config
 
 
 def accumulation_steps(config: SFTRunConfig, processes: int) -> int:
@@ -447,7 +457,7 @@ def _trl_max_length(config: SFTRunConfig) -> int | None:
     """The max_length handed to TRL, which truncates rows to it (and packs into rows of it).
 
     TRL refuses a max_length for padding-free batches without packing, since it
-    cannot cut those. Only overlong=drop allows that combination (see `validate`),
+    cannot cut those. Only overlong=drop allows that combination (see `SFTRunConfig.__post_init__`),
     and there every sample already fits, so TRL is given no length to enforce.
     """
     if config.padding_free and not config.packing:
@@ -516,7 +526,6 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
     Returns the result on the main process, None on the other ranks of a multi-GPU run.
     """
     started = time.perf_counter()
-    validate(config)
     from accelerate import PartialState
     from transformers import set_seed
     from trl import SFTTrainer
