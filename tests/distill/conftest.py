@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from split_writer import notes_frame, write_split
 
 # (code, chief complaint, history) triples that read like admission notes.
 CASES = [
@@ -33,19 +34,9 @@ def note_for(index: int, marker: str = "") -> tuple[str, str]:
 def split_table(count: int, first_id: int = 20000000, markers: dict[int, str] | None = None) -> pd.DataFrame:
     """`count` admissions of `count // 2` patients, in preprocess's column layout."""
     markers = markers or {}
-    rows = []
-    for i in range(count):
-        text, code = note_for(i, markers.get(i, ""))
-        rows.append(
-            {
-                "subject_id": 10000000 + i // 2,
-                "hadm_id": first_id + i,
-                "text": text,
-                "first_code": code,
-                "codes": [code, "I10"],
-            }
-        )
-    return pd.DataFrame(rows)
+    texts, codes = zip(*(note_for(i, markers.get(i, "")) for i in range(count))) if count else ((), ())
+    return notes_frame(texts, codes, first_id=first_id, subject_ids=[10000000 + i // 2 for i in range(count)],
+                       codes=[[code, "I10"] for code in codes])
 
 
 @pytest.fixture
@@ -55,7 +46,6 @@ def make_data(tmp_path: Path):
     def make(count: int = 20, split: str = "train", markers: dict[int, str] | None = None) -> Path:
         folder = tmp_path / "data"
         folder.mkdir(exist_ok=True)
-        split_table(count, markers=markers).to_parquet(folder / f"{split}.parquet")
-        return folder
+        return write_split(folder, split, split_table(count, markers=markers))
 
     return make

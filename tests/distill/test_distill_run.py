@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 from distill_fakes import InProcessTeacher
+from split_writer import write_split
 
 from deepicd import config as configuration
 from deepicd.errors import UserError
@@ -111,7 +112,7 @@ def test_filters_are_counted_per_reason_and_errors_are_retried(make_data, tmp_pa
     # With nothing missing the teacher is not even started.
     fixed = pd.read_parquet(data / "train.parquet")
     fixed["text"] = fixed["text"].str.replace("zzfail", "", regex=False)
-    fixed.to_parquet(data / "train.parquet")
+    write_split(data, "train", fixed)
     distill.run(data, "train", out, _config(), make_generator=_teacher_factory(made))
     count = len(made)
     distill.run(data, "train", out, _config(), make_generator=_teacher_factory(made))
@@ -153,7 +154,7 @@ def test_prompts_reach_the_backend_in_chunks(make_data, tmp_path):
 def test_a_rerun_with_another_split_or_teacher_is_refused(make_data, tmp_path):
     data = make_data(4)
     split_table = pd.read_parquet(data / "train.parquet")
-    split_table.to_parquet(data / "val.parquet")
+    write_split(data, "val", split_table)
     out = tmp_path / "out"
     distill.run(data, "train", out, _config(), make_generator=_teacher_factory([]))
     with pytest.raises(UserError, match="split='train'"):
@@ -173,7 +174,7 @@ def test_a_rerun_with_another_split_or_teacher_is_refused(make_data, tmp_path):
 )
 def test_bad_input_tables_are_named(make_data, tmp_path, change, message):
     data = make_data(4)
-    change(pd.read_parquet(data / "train.parquet")).to_parquet(data / "train.parquet")
+    write_split(data, "train", change(pd.read_parquet(data / "train.parquet")))
     with pytest.raises(UserError, match=message):
         distill.run(data, "train", tmp_path / "out", _config(), make_generator=_teacher_factory([]))
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from split_writer import notes_frame
 
 
 def answer(code: str, think: str = "reasoning") -> str:
@@ -19,15 +20,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def split_table(first_codes: list[str], start: int = 1000) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "subject_id": [start + i for i in range(len(first_codes))],
-            "hadm_id": [start * 10 + i for i in range(len(first_codes))],
-            "text": [f"CHIEF COMPLAINT: complaint number {i}\n\nPRESENT ILLNESS: history {i}" for i in range(len(first_codes))],
-            "first_code": first_codes,
-            "codes": [[code, "Z794"] for code in first_codes],
-        }
-    )
+    count = len(first_codes)
+    return notes_frame([f"CHIEF COMPLAINT: complaint number {i}\n\nPRESENT ILLNESS: history {i}" for i in range(count)],
+                       first_codes, hadm_ids=[start * 10 + i for i in range(count)],
+                       subject_ids=[start + i for i in range(count)], codes=[[code, "Z794"] for code in first_codes])
 
 
 # Train: I214 x4, J189 x3, K359 x2, N390 x1 -> majority I214 (chapter IX, category I21).

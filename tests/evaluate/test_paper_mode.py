@@ -6,6 +6,7 @@ import json
 
 import pytest
 from evalkit import TEST, answer, write_jsonl
+from split_writer import write_split
 from typer.testing import CliRunner
 
 from deepicd.cli import app
@@ -121,7 +122,7 @@ def test_model_mode_drops_long_prompts_before_generating(tmp_path, tiny_model, d
 
     test = pd.read_parquet(data_dir / "test.parquet")
     test.loc[1, "text"] += "\n\nPHYSICAL EXAM: " + "normal findings " * 200  # one note far longer than the others
-    test.to_parquet(data_dir / "test.parquet")
+    write_split(data_dir, "test", test)
     config = load_evaluate_config("default", ["max_prompt_tokens=100000"])
     config.generator.model = str(tiny_model)
     notes = read_notes(data_dir, "test", columns=())

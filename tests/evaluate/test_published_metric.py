@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 from evalkit import answer, split_table, write_jsonl
 from sklearn.metrics import f1_score, precision_recall_fscore_support
+from split_writer import write_split
 from typer.testing import CliRunner
 
 from deepicd.cli import app
@@ -122,9 +123,9 @@ def reference(codes: set[str]) -> dict[str, dict[str, float]]:
 def folder(tmp_path: Path) -> Path:
     data = tmp_path / "data"
     data.mkdir()
-    split_table(TRAIN, 1000).to_parquet(data / "train.parquet")
-    split_table(VAL, 2000).to_parquet(data / "val.parquet")
-    split_table([g for g, _ in CASES], 3000).to_parquet(data / "test.parquet")
+    write_split(data, "train", split_table(TRAIN, 1000))
+    write_split(data, "val", split_table(VAL, 2000))
+    write_split(data, "test", split_table([g for g, _ in CASES], 3000))
     counts = pd.Series(TRAIN).value_counts()
     pd.DataFrame({"code": list(counts.index) + ["NIL"], "train_count": list(counts.values) + [0]}).to_csv(
         data / "labels.csv", index=False

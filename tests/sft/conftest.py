@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from sft_kit import TraceTeacher, admissions
+from split_writer import write_split
 
 from deepicd import config as configuration
 from deepicd.distill import run as distill
@@ -16,7 +17,7 @@ def distilled(tmp_path_factory) -> Path:
     """A `deepicd distill` output folder: 120 admissions of 6 codes, one short well-formed trace each."""
     root = tmp_path_factory.mktemp("sft-data")
     (root / "data").mkdir()
-    admissions(120, 1000).to_parquet(root / "data" / "train.parquet")
+    write_split(root / "data", "train", admissions(120, 1000))
     settings = configuration.load(
         distill.DistillConfig, "distill", "tiny-cpu", ["generator.model=scripted-teacher", "filters.min_words=5"]
     )

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+from split_writer import notes_frame
 
 from deepicd.generate.base import GenerationResult
 from deepicd.prompts import task
@@ -25,17 +26,15 @@ _GOLD = re.compile(r"<diagnosis>([A-Z0-9]+)</diagnosis>\.?\s*$")
 
 
 def admissions(count: int, first_id: int) -> pd.DataFrame:
-    codes = list(CASES)
-    rows = []
-    for i in range(count):
-        code = codes[i % len(codes)]
+    codes = [list(CASES)[i % len(CASES)] for i in range(count)]
+    texts = []
+    for i, code in enumerate(codes):
         complaint, finding, _ = CASES[code]
-        text = (
+        texts.append(
             f"CHIEF COMPLAINT: {complaint}\n\nPRESENT ILLNESS: patient {first_id + i} reports {complaint} "
             f"for {2 + i % 5} days; work-up shows {finding}.\n\nMEDICAL HISTORY: hypertension"
         )
-        rows.append({"subject_id": first_id + i, "hadm_id": first_id + i, "text": text, "first_code": code, "codes": [code]})
-    return pd.DataFrame(rows)
+    return notes_frame(texts, codes, first_id=first_id)
 
 
 class TraceTeacher:

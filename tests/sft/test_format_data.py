@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+from split_writer import write_split
 from sft_kit import admissions
 from typer.testing import CliRunner
 
@@ -19,7 +20,7 @@ def test_samples_name_the_body_system_and_answer_from_another_chapter(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     frame = admissions(300, 1000)
-    frame.to_parquet(data / "train.parquet")
+    write_split(data, "train", frame)
     result = CliRunner().invoke(app, ["format-data", "--data", str(data), "--out", str(tmp_path / "fmt"), "--max-words", "6",
                                       "--random-share", "0"])
     assert result.exit_code == 0, result.output
@@ -58,7 +59,7 @@ def test_a_random_share_of_answers_comes_from_the_whole_split(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     frame = admissions(600, 1000)
-    frame.to_parquet(data / "train.parquet")
+    write_split(data, "train", frame)
     result = CliRunner().invoke(app, ["format-data", "--data", str(data), "--out", str(tmp_path / "fmt"), "--random-share", "0.3"])
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(tmp_path / "fmt" / "sft" / "train.parquet")
@@ -71,7 +72,7 @@ def test_a_random_share_of_answers_comes_from_the_whole_split(tmp_path):
 def test_one_chapter_cannot_be_answered_from_another(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    admissions(12, 1000).assign(first_code="I214").to_parquet(data / "train.parquet")
+    write_split(data, "train", admissions(12, 1000).assign(first_code="I214"))
     result = CliRunner().invoke(app, ["format-data", "--data", str(data), "--out", str(tmp_path / "fmt")])
     assert result.exit_code == 2 and "at least two ICD-10-CM chapters" in result.output
     assert not (tmp_path / "fmt").exists()

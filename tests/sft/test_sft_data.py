@@ -8,6 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 from sft_kit import TraceTeacher, admissions
+from split_writer import write_split
 
 from deepicd import config as configuration
 from deepicd import models
@@ -143,7 +144,7 @@ def test_paper_presets_drop_long_samples_and_hold_out_no_patients():
 def test_without_a_validation_set_sft_trains_and_never_evaluates(tiny_model, tmp_path):
     root = tmp_path
     (root / "data").mkdir()
-    admissions(16, 3000).to_parquet(root / "data" / "train.parquet")
+    write_split(root / "data", "train", admissions(16, 3000))
     settings = configuration.load(
         distill.DistillConfig, "distill", "tiny-cpu",
         ["generator.model=scripted-teacher", "filters.min_words=5", "val_fraction=0"],
@@ -169,7 +170,7 @@ def test_an_empty_val_file_means_no_validation_set(measured, distilled, tmp_path
     folder = tmp_path / "data"
     folder.mkdir()
     shutil.copy(distilled / "sft" / "train.parquet", folder / "train.parquet")
-    frame.iloc[:0].to_parquet(folder / "val.parquet")
+    write_split(folder, "val", frame.iloc[:0])
     train_path, val_path = sft.data_files(folder)
     assert val_path == folder / "val.parquet"
     train, val, _ = sft.prepare_datasets(train_path, val_path, tokenizer, _config())
