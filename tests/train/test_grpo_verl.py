@@ -250,6 +250,22 @@ def test_launch_returns_the_engines_exit_code():
     assert grpo_verl.launch([sys.executable, "-c", "pass"]) == 0
 
 
+def test_a_run_records_itself_before_launch_and_its_outcome_after(tmp_path, data_dir):
+    """The manifest exists while the engine runs (a crash still says what ran) and ends with the exit code."""
+    run = load_run_config("r1-zero-qwen2.5-32b", data_dir=data_dir, out_dir=tmp_path / "run", model="m")
+    (tmp_path / "run").mkdir()
+    seen = tmp_path / "seen.json"
+    # The stand-in engine copies the manifest it finds at launch, then fails.
+    engine = [sys.executable, "-c", f"import shutil, sys; shutil.copy({str(tmp_path / 'run' / 'manifest.json')!r}, "
+              f"{str(seen)!r}); sys.exit(3)"]
+    result = grpo_verl.train(run, engine)
+    at_launch, final = json.loads(seen.read_text()), json.loads(result.manifest.read_text())
+    assert at_launch["command"] == engine and "exit_code" not in at_launch and "finished" not in at_launch
+    assert at_launch["data"]["train"]["sha256"] and at_launch["stage"] == "grpo" and at_launch["backend"] == "verl"
+    assert (result.exit_code, final["exit_code"], result.model_dir) == (3, 3, None)  # a failed run is not exported
+    assert "model" not in final and final["finished"] >= final["started"]
+
+
 def _fake_checkpoints(root: Path, steps=(50, 100), latest: int | None = 100) -> Path:
     for step in steps:
         (root / f"global_step_{step}" / "actor" / "huggingface").mkdir(parents=True)

@@ -1,9 +1,11 @@
 """`deepicd train-grpo`: GRPO with the paper's presets, on VERL (GPU cluster) or TRL (one device).
 
 The VERL path composes the exact `python -m verl.trainer.main_ppo` command,
-checks everything it can before any GPU work, runs it with live output and
-returns its exit code, then exports the last checkpoint to a Hugging Face
-folder. `--export` does only that last part for an existing run.
+checks everything it can before any GPU work, and hands it to
+`grpo_verl.train`, which runs it with live output, exports the last checkpoint
+to a Hugging Face folder and records both in the manifest. `--export` does only
+the export, for an existing run. This module maps flags and prints; the work is
+in `deepicd.train`.
 """
 
 from __future__ import annotations
@@ -96,11 +98,7 @@ def _fit_memory(run):
 
 
 def _train_verl(run, *, dry_run: bool, preflight_only: bool, skip_preflight: bool, export_model: bool) -> int:
-    from dataclasses import asdict
-
-    from deepicd import manifest
     from deepicd.train import grpo_verl
-    from deepicd.split_tables import verl_path
 
     run = _fit_memory(run)
     if dry_run:
@@ -124,28 +122,8 @@ def _train_verl(run, *, dry_run: bool, preflight_only: bool, skip_preflight: boo
         raise UserError("--preflight and --skip-preflight contradict each other")
     if run.verl.prefill == "closed-turn":
         grpo_verl.write_closed_turn_prompts(run)
-    out = Path(run.out_dir)
-    record = {
-        "stage": run.stage,
-        "backend": "verl",
-        "name": run.name,
-        "init_model": run.model,
-        "seed": run.grpo.seed,
-        "config": asdict(run),
-        "command": argv,
-        "data": {split: {"path": str(verl_path(run.data_dir, split)), "sha256": manifest.sha256_file(verl_path(run.data_dir, split))}
-                 for split in ("train", "val") if verl_path(run.data_dir, split).is_file()},
-        "versions": manifest.versions(grpo_verl.VERSIONED),
-        "started": manifest.now(),
-    }
-    manifest.write_json(out / "manifest.json", record)
-    typer.echo(f"launching VERL ({run.verl.nnodes} node(s) x {run.verl.n_gpus_per_node} GPUs) -> {out}", err=True)
-    code = grpo_verl.launch(argv)
-    record.update(finished=manifest.now(), exit_code=code)
-    if code == 0 and export_model and run.verl.export_after_training:
-        target = grpo_verl.export(out / "checkpoints", out / "model")
-        record["model"] = str(target)
-        record["exported_from"] = str(grpo_verl.find_checkpoint(out / "checkpoints"))
-        typer.echo(f"exported the last checkpoint -> {target}", err=True)
-    manifest.write_json(out / "manifest.json", record)
-    return code
+    typer.echo(f"launching VERL ({run.verl.nnodes} node(s) x {run.verl.n_gpus_per_node} GPUs) -> {run.out_dir}", err=True)
+    result = grpo_verl.train(run, argv, export_model=export_model)
+    if result.model_dir is not None:
+        typer.echo(f"exported {result.exported_from} -> {result.model_dir}", err=True)
+    return result.exit_code

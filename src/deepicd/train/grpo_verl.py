@@ -682,3 +682,59 @@ def export(checkpoint: str | Path, target: str | Path, step: int | None = None) 
             raise UserError(f"verl.model_merger failed with exit code {code} for {actor}")
         restore_chat_template(staging)
     return target
+
+
+@dataclass(frozen=True)
+class VerlRunResult:
+    """What a VERL run left: the engine's exit code, its manifest, and the exported model if there is one."""
+
+    exit_code: int
+    manifest: Path
+    model_dir: Path | None = None
+    exported_from: Path | None = None
+
+
+def run_manifest(config: GRPORunConfig, argv: Sequence[str]) -> dict:
+    """The run's record before launch: settings, the exact command, data checksums and versions."""
+    from dataclasses import asdict
+
+    from deepicd import manifest
+    from deepicd.split_tables import verl_path
+
+    data = {split: verl_path(config.data_dir, split) for split in ("train", "val")}
+    return {
+        "stage": config.stage,
+        "backend": "verl",
+        "name": config.name,
+        "init_model": config.model,
+        "seed": config.grpo.seed,
+        "config": asdict(config),
+        "command": list(argv),
+        "data": {split: {"path": str(path), "sha256": manifest.sha256_file(path)}
+                 for split, path in data.items() if path.is_file()},
+        "versions": manifest.versions(VERSIONED),
+        "started": manifest.now(),
+    }
+
+
+def train(config: GRPORunConfig, argv: Sequence[str], *, export_model: bool = True) -> VerlRunResult:
+    """Run VERL's command with live output, then export its last checkpoint to OUT/model.
+
+    OUT/manifest.json is written before the launch (so a crashed run still says
+    what it was) and again at the end with the exit code and the export.
+    """
+    from deepicd import manifest
+
+    out = Path(config.out_dir)
+    path = out / "manifest.json"
+    record = run_manifest(config, argv)
+    manifest.write_json(path, record)
+    code = launch(argv)
+    record.update(finished=manifest.now(), exit_code=code)
+    model_dir = exported_from = None
+    if code == 0 and export_model and config.verl.export_after_training:
+        exported_from = find_checkpoint(out / "checkpoints")
+        model_dir = export(out / "checkpoints", out / "model")
+        record.update(model=str(model_dir), exported_from=str(exported_from))
+    manifest.write_json(path, record)
+    return VerlRunResult(code, path, model_dir, exported_from)
