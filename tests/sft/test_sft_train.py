@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from deepicd import config as configuration
 from deepicd.cli import app
 from deepicd.errors import UserError
-from deepicd.train import sft
+from deepicd.train import checkpoints, sft
 
 # Few steps, a high learning rate, one thread: two cores learn the format in 1.5-3 minutes (more when shared).
 # With the task-v2 prompt (about 350 tiny-model tokens) 70 steps left 3 of 20 answers malformed; 90 none.
@@ -50,12 +51,26 @@ def test_sft_teaches_the_tiny_model_the_answer_format_and_resumes(tiny_model, di
     assert set(manifest["inputs"]) == {str(distilled / "sft" / "train.parquet"), str(distilled / "sft" / "val.parquet")}
     assert manifest["prompts"]["oracle"] == "oracle-v1" and "trl" in manifest["versions"]
     assert (out / "model" / "tokenizer.json").is_file() and (out / "model" / "config.json").is_file()
-    assert sft.last_checkpoint(out / "checkpoints").name == "checkpoint-90"
+    assert checkpoints.last_complete(out / "checkpoints").name == "checkpoint-90"
+    logged = [entry["loss"] for entry in json.loads((out / "checkpoints" / "checkpoint-90" / "trainer_state.json")
+                                                    .read_text())["log_history"] if "loss" in entry]
+    assert result.train_loss == pytest.approx(sum(logged) / len(logged))  # each logged loss covers 20 steps
+
+    # The same command again: the run is over, so nothing is trained and the recorded result comes back.
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    again = sft.run(distilled, tiny_model, out, settings)
+    assert again.already_done and (again.steps, again.train_loss) == (90, result.train_loss)
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
+    assert checkpoints.last_complete(out / "checkpoints").name == "checkpoint-90"
+    with pytest.raises(UserError, match="other settings.*learning_rate"):
+        sft.run(distilled, tiny_model, out, dataclasses.replace(settings, learning_rate=1e-3))
 
     # The same command with a longer budget continues from checkpoint-90 instead of starting over.
     longer = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", [*FAST, "max_steps=94"])
     resumed = sft.run(distilled, tiny_model, out, longer)
     assert resumed.steps == 94 and resumed.resumed_from == str(out / "checkpoints" / "checkpoint-90")
+    # The whole run's mean loss, not this process's 4 steps divided by 94 (what the trainer reports).
+    assert abs(resumed.train_loss - result.train_loss) < 0.2
     assert result.resumed_from is None
     assert json.loads((out / "manifest.json").read_text())["result"]["resumed_from"].endswith("checkpoint-90")
 
@@ -67,8 +82,8 @@ def test_incomplete_checkpoints_are_skipped(tmp_path):
         if whole:
             (folder / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-x").mkdir()
-    assert sft.last_checkpoint(tmp_path).name == "checkpoint-10"
-    assert sft.last_checkpoint(tmp_path / "absent") is None
+    assert checkpoints.last_complete(tmp_path).name == "checkpoint-10"
+    assert checkpoints.last_complete(tmp_path / "absent") is None
 
 
 def test_effective_batch_is_kept_across_gpu_counts():

@@ -108,6 +108,16 @@ def test_tiny_cpu_preset_trains_saves_a_loadable_model_and_resumes(tmp_path, dat
     assert [row["step"] for row in curve] == [1, 2, 3] and {"reward", "outcome", "format"} <= set(curve[0])
     assert (out / "reward_curves.png").read_bytes()[:4] == b"\x89PNG"
 
+    # The same command again: the run is over, so nothing is trained (before, each rerun trained a step more).
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "already holds this run, trained 3 steps" in again.output
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
+    assert json.loads((out / "manifest.json").read_text())["training"]["global_step"] == 3
+    other = CliRunner().invoke(app, args + ["grpo.learning_rate=0.5"])
+    assert other.exit_code == 2 and "other settings (grpo)" in other.output
+
     # Rerun with one more step: it continues from the last checkpoint instead of starting over.
     result = CliRunner().invoke(app, args + ["grpo.max_steps=4"])
     assert result.exit_code == 0, result.output

@@ -41,6 +41,10 @@ def main(
         result = run(data, model, out, settings)
     if result is None:
         return
+    if result.already_done:
+        typer.echo(f"{out} already holds this run, trained {result.steps} steps with these settings: "
+                   f"nothing to do -> {result.model_dir}")
+        return
     losses = f"train loss {result.train_loss:.4f}" if result.train_loss is not None else "no train loss"
     if result.eval_loss is not None:
         losses += f", val loss {result.eval_loss:.4f}"

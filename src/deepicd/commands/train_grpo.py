@@ -76,6 +76,10 @@ def _train_trl(run) -> None:
 
     typer.echo(f"GRPO with TRL: {run.name}, model {run.model}, data {run.data_dir} -> {run.out_dir}", err=True)
     result = grpo_trl.train(run)
+    if result.already_done:
+        typer.echo(f"{run.out_dir} already holds this run, trained {result.steps} steps with these settings: "
+                   f"nothing to do -> {result.model_dir}")
+        return
     resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
     typer.echo(
         f"trained {result.steps} steps in {result.seconds:.1f} s{resumed}; dropped {result.dropped_prompts} "

@@ -18,13 +18,15 @@ How the pieces map onto TRL:
 - Every reward component is its own reward function (`rewards/<name>/mean`).
 - Generation uses vLLM in colocate mode when it is installed and a GPU is
   present, otherwise transformers' `generate`.
-- A rerun with the same `--out` resumes from the last checkpoint there.
+- A rerun with the same `--out` resumes from the last checkpoint there; a rerun of a finished run
+  trains nothing and reports the recorded result (`deepicd.train.checkpoints`).
 The final model and tokenizer go to `<out>/model`, with `<out>/manifest.json`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +46,7 @@ class TrlRunResult:
     dropped_prompts: int
     resumed_from: str | None
     seconds: float
+    already_done: bool = False  # OUT held this run, finished: nothing was trained (a rerun is a no-op)
 
 
 def use_vllm(setting: str) -> bool:
@@ -136,10 +139,22 @@ def grpo_args(config: GRPORunConfig, output_dir: Path, vllm: bool):
     )
 
 
-def last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+def already_trained(config: GRPORunConfig, final: Path) -> TrlRunResult:
+    """OUT's run reached its last step: its recorded result, or why it cannot be reused. Nothing is trained."""
+    out = Path(config.out_dir)
+    model_dir, path = out / "model", out / "manifest.json"
+    if not model_dir.is_dir() or not path.is_file():
+        raise UserError(f"{final} holds the run's last step, but {model_dir} or {path} is missing (the run stopped "
+                        f"while saving its model); delete {final} to train that step again")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    settings = {key: value for key, value in asdict(config).items() if key != "out_dir"}  # the folder may be respelled
+    changed = sorted(key for key, value in settings.items() if record.get("config", {}).get(key) != value)
+    if changed:
+        raise UserError(f"{out} holds a finished GRPO run with other settings ({', '.join(changed)}); "
+                        f"give another --out, or delete {out} to train anew")
+    training = record["training"]
+    return TrlRunResult(model_dir, path, training["global_step"], record["data"]["train"]["dropped_too_long"],
+                        training["resumed_from"], 0.0, already_done=True)
 
 
 def _model_dtype(config: GRPORunConfig) -> str:
@@ -182,7 +197,7 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
     from deepicd.prompts import task
     from deepicd.rewards.config import load_reward_config
     from deepicd.rewards.trl_entry import reward_functions
-    from deepicd.train import grpo_memory, reward_curves
+    from deepicd.train import checkpoints, grpo_memory, reward_curves
 
     if torch.cuda.is_available() and torch.cuda.device_count() > 1:
         raise UserError(
@@ -190,9 +205,12 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
             "pick one with CUDA_VISIBLE_DEVICES=0, or use the verl backend for several GPUs"
         )
     started, started_at = time.perf_counter(), manifest.now()
-    set_seed(config.grpo.seed)
     out = Path(config.out_dir)
     output_dir = out / "checkpoints"
+    final = checkpoints.last_complete(output_dir)
+    if final is not None and checkpoints.is_final(final, config.grpo.max_steps):
+        return already_trained(config, final)
+    set_seed(config.grpo.seed)
     reward_config = load_reward_config(config.reward.preset, list(config.reward.overrides))
     vllm = use_vllm(config.trl.use_vllm)
     grpo_memory.check_trl(config, with_vllm=vllm, bf16=_model_dtype(config) == "bfloat16")
@@ -207,7 +225,8 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
         train_dataset=dataset,
         processing_class=tokenizer,
     )
-    resume = last_checkpoint(output_dir)
+    resume = checkpoints.last_complete(output_dir)
+    resume = str(resume) if resume is not None else None
     trainer.train(resume_from_checkpoint=resume)
     model_dir = out / "model"
     _save(trainer, tokenizer, model_dir)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -41,6 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from deepicd import manifest
+from deepicd.train import checkpoints
 from deepicd.errors import ConfigError, UserError
 from deepicd.schema import choice, require
 
@@ -63,7 +63,6 @@ class Device(StrEnum):
 
 
 REQUIRED_COLUMNS = ("prompt", "completion")
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass
@@ -139,6 +138,7 @@ class SFTResult:
     seconds: float
     truncated: int = 0  # samples cut to max_length (overlong=truncate)
     resumed_from: str | None = None  # the checkpoint this run continued from
+    already_done: bool = False  # OUT held this run, finished: nothing was trained (a rerun is a no-op)
 
 
 def accumulation_steps(config: SFTRunConfig, processes: int) -> int:
@@ -434,19 +434,6 @@ def prepare_datasets(train_path: Path, val_path: Path | None, tokenizer, config:
     return train, (val if val is not None and len(val) else None), lengths
 
 
-# -- checkpoints -----------------------------------------------------------------
-def last_checkpoint(folder: Path) -> Path | None:
-    """The newest `checkpoint-N` folder that was written completely (it holds trainer_state.json)."""
-    if not folder.is_dir():
-        return None
-    found = []
-    for path in folder.iterdir():
-        match = _CHECKPOINT.match(path.name)
-        if match and path.is_dir() and (path / "trainer_state.json").is_file():
-            found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
-
-
 # -- the stage ---------------------------------------------------------------------
 def _fsdp_does_checkpointing() -> bool:
     # `accelerate launch` with an FSDP config announces it to the worker processes like this.
@@ -535,21 +522,23 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
     set_seed(config.seed)
     train_path, val_path = data_files(data)
     out = Path(out)
-    source = models.resolve(model)  # a local folder, or a hub id already in the cache; never a download
     state = PartialState()
+    final = checkpoints.last_complete(out / "checkpoints")
+    if final is not None and checkpoints.is_final(final, config.max_steps):
+        return already_trained(out, config, final) if state.is_main_process else None
+    source = models.resolve(model)  # a local folder, or a hub id already in the cache; never a download
     check_memory(config, source, launch_from_environment(state.num_processes), gpu_memory_to_check(config))
     tokenizer = models.load_tokenizer(source, purpose="train")
 
     train, val, lengths = prepare_datasets(train_path, val_path, tokenizer, config)
 
-    checkpoints = out / "checkpoints"
-    args = build_sft_config(config, checkpoints, state.num_processes, has_eval=val is not None)
+    args = build_sft_config(config, out / "checkpoints", state.num_processes, has_eval=val is not None)
     if args.use_cpu and config.cpu_threads:
         import torch
 
         torch.set_num_threads(config.cpu_threads)
     trainer = SFTTrainer(model=source, args=args, train_dataset=train, eval_dataset=val, processing_class=tokenizer)
-    resume = last_checkpoint(checkpoints)
+    resume = checkpoints.last_complete(out / "checkpoints")
     if resume is not None and state.is_main_process:
         print(f"resuming from {resume}", file=sys.stderr, flush=True)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -572,7 +561,8 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
         result = SFTResult(
             model_dir=model_dir,
             steps=output.global_step,
-            train_loss=output.training_loss,
+            # The trainer's own figure is wrong after a resume (see deepicd.train.checkpoints).
+            train_loss=checkpoints.mean_loss(trainer.state.log_history) or output.training_loss,
             eval_loss=eval_loss,
             samples=len(train),
             dropped_too_long=lengths.dropped,
@@ -583,6 +573,25 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
         write_manifest(out, config, source, (train_path, val_path), result, args.gradient_accumulation_steps, state.num_processes)
     state.wait_for_everyone()
     return result
+
+
+def already_trained(out: Path, config: SFTRunConfig, final: Path) -> SFTResult:
+    """OUT's run reached its last step: its recorded result, or why it cannot be reused. Nothing is trained."""
+    model_dir, path = out / "model", out / "manifest.json"
+    if not model_dir.is_dir() or not path.is_file():
+        raise UserError(f"{final} holds the run's last step, but {model_dir} or {path} is missing (the run stopped "
+                        f"while saving its model); delete {final} to train that step again")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    settings = dataclasses.asdict(config)
+    changed = sorted(key for key, value in settings.items() if record.get("config", {}).get(key) != value)
+    if changed:
+        raise UserError(f"{out} holds a finished SFT run with other settings ({', '.join(changed)}); "
+                        f"give another --out, or delete {out} to train anew")
+    done = record["result"]
+    return SFTResult(model_dir=model_dir, steps=done["steps"], train_loss=done["train_loss"],
+                     eval_loss=done["eval_loss"], samples=done["samples"], dropped_too_long=done["dropped_too_long"],
+                     seconds=0.0, truncated=done.get("truncated", 0), resumed_from=done.get("resumed_from"),
+                     already_done=True)
 
 
 def write_manifest(
