@@ -86,7 +86,8 @@ def test_backend_errors_are_counted_and_exit_nonzero(make_data, tmp_path, teache
     data = make_data(6, markers={2: "zzfail"})
     result = subprocess.run(_command(data, tmp_path / "out", teacher_url), capture_output=True, text=True, timeout=300)
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "5 new traces (1 backend errors: rerun to retry them)" in result.stdout
+    assert "5 new traces (1 backend errors, the first: HTTP 400 from" in result.stdout
+    assert "this teacher refuses the note; rerun to retry them)" in result.stdout
     assert _lines(tmp_path / "out" / "traces.jsonl") == 5
 
 

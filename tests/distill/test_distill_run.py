@@ -94,7 +94,7 @@ def test_filters_are_counted_per_reason_and_errors_are_retried(make_data, tmp_pa
     out = tmp_path / "out"
     made: list = []
     first = distill.run(data, "train", out, _config(), make_generator=_teacher_factory(made))
-    assert first.errors_now == 2 and first.generated_now == 10
+    assert first.errors_now == 2 and first.generated_now == 10 and first.first_error == "teacher failed"
     rejected = first.stats["rejected"]
     assert rejected == {
         "no_pair": 1, "not_single_pair": 0, "empty_trace": 0, "invalid_code": 0,
@@ -161,6 +161,21 @@ def test_a_rerun_with_another_split_or_teacher_is_refused(make_data, tmp_path):
         distill.run(data, "val", out, _config(), make_generator=_teacher_factory([]))
     with pytest.raises(UserError, match="teacher='fake-teacher'"):
         distill.run(data, "train", out, _config("generator.model=other"), make_generator=_teacher_factory([]))
+
+
+def test_a_teacher_that_cannot_start_does_not_pin_the_folder(make_data, tmp_path):
+    """A typo in --teacher fails the run; the corrected command then runs in the same folder."""
+    data, out = make_data(4), tmp_path / "out"
+
+    def typo(generator_config):
+        raise UserError(f"model folder not found: {generator_config.model}")
+
+    with pytest.raises(UserError, match="not found: fake-teachr"):
+        distill.run(data, "train", out, _config("generator.model=fake-teachr"), make_generator=typo)
+    assert not (out / "run.json").exists()
+    fixed = distill.run(data, "train", out, _config(), make_generator=_teacher_factory([]))
+    assert fixed.generated_now == 4
+    assert json.loads((out / "run.json").read_text())["teacher"] == "fake-teacher"
 
 
 @pytest.mark.parametrize(

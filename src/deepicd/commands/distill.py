@@ -39,7 +39,8 @@ def main(
     stats = result.stats
     table = stats["table2"]
     rejected = ", ".join(f"{reason} {count}" for reason, count in stats["rejected"].items() if count) or "none"
-    failed = f" ({result.errors_now} backend errors: rerun to retry them)" if result.errors_now else ""
+    failed = (f" ({result.errors_now} backend errors, the first: {result.first_error}; rerun to retry them)"
+              if result.errors_now else "")
     typer.echo(
         f"{result.generated_now} new traces{failed}; {stats['generated']}/{stats['admissions']} admissions have a trace"
     )

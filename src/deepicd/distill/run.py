@@ -83,6 +83,7 @@ class DistillResult:
     generated_now: int
     errors_now: int
     seconds: float
+    first_error: str = ""  # what the teacher said about the first admission that failed in this run
 
 
 # -- generation ------------------------------------------------------------------
@@ -103,6 +104,7 @@ def _pending(frame: pd.DataFrame, store: TraceStore, limit: int) -> list:
 
 
 def _check_identity(out: Path, identity: dict) -> None:
+    """Refuse to add to traces made another way; `_record_identity` writes the file once a teacher is running."""
     path = out / RUN_FILE
     if path.is_file():
         try:
@@ -115,7 +117,12 @@ def _check_identity(out: Path, identity: dict) -> None:
                     f"{out} holds traces made with {key}={previous.get(key)!r}, this run has {identity[key]!r}; "
                     f"use another --out (or delete {path} to mix them on purpose)"
                 )
-    else:
+
+
+def _record_identity(out: Path, identity: dict) -> None:
+    """Write run.json if absent. Only after the teacher was built: a typo in --teacher must not pin OUT to it."""
+    path = out / RUN_FILE
+    if not path.is_file():
         manifest.write_json(path, {**identity, "created": manifest.now()})
 
 
@@ -124,9 +131,14 @@ def generate_missing(
     out: Path,
     config: DistillConfig,
     make_generator: Callable[[GeneratorConfig], Generator],
-) -> tuple[int, int]:
-    """Append teacher outputs for every admission of `frame` not yet in traces.jsonl; (written, errors)."""
+    identity: dict,
+) -> tuple[int, int, str]:
+    """Append teacher outputs for every admission of `frame` not yet in traces.jsonl.
+
+    Returns (written, errors, the first error's message).
+    """
     written = errors = 0
+    first_error = ""
     with TraceStore(out / TRACES) as store:
         if store.repaired_bytes:
             tqdm.write(f"removed a torn last line ({store.repaired_bytes} bytes) from {store.path}", file=sys.stderr)
@@ -135,13 +147,16 @@ def generate_missing(
         pending = _pending(frame, store, config.limit)
         done_before = sum(1 for key in gold_of if key in store)
         if not pending:
-            return 0, 0
+            _record_identity(out, identity)
+            return 0, 0, ""
         generator = make_generator(dataclasses.replace(config.generator, progress=False))
+        _record_identity(out, identity)
         bar = tqdm(total=done_before + len(pending), initial=done_before, desc="distill", unit="note", dynamic_ncols=True)
         try:
             for result in _generate_in_chunks(generator, pending, config):
                 if result.error is not None or not result.completions:
                     errors += 1
+                    first_error = first_error or (result.error or "the teacher returned no completion")
                     bar.set_postfix(errors=errors, refresh=False)
                     continue
                 row = {
@@ -164,7 +179,7 @@ def generate_missing(
             store.sync()
             bar.close()
             generator.close()
-    return written, errors
+    return written, errors, first_error
 
 
 def _generate_in_chunks(generator: Generator, pending: list, config: DistillConfig) -> Iterator[GenerationResult]:
@@ -279,7 +294,7 @@ def run(
     identity = {"split": split, "oracle_prompt": oracle.VERSION, "teacher": config.generator.model}
     _check_identity(out, identity)
     try:
-        written, errors = generate_missing(frame, out, config, make_generator)
+        written, errors, first_error = generate_missing(frame, out, config, make_generator, identity)
         train, val, stats = build_sft(frame, out / TRACES, config)
     except StoreError as exc:
         raise UserError(str(exc)) from exc
@@ -312,5 +327,5 @@ def run(
             "summary": {k: summary[k] for k in ("table2", "admissions", "generated", "kept", "backend_errors")},
         },
     )
-    return DistillResult(out, summary, written, errors, time.perf_counter() - started)
+    return DistillResult(out, summary, written, errors, time.perf_counter() - started, first_error)
 
