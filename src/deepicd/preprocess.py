@@ -13,8 +13,6 @@ function of the inputs and the config: rerunning gives byte-identical files.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Optional
 import pyarrow as pa
 
 from deepicd import config as config_lib
+from deepicd.manifest import staged_directory
 from deepicd.errors import ConfigError, UserError
 from deepicd.mimic import sections, tables
 from deepicd.mimic.collect import collect, locate_inputs
@@ -117,48 +116,18 @@ def dropped_warning(counts: dict, threshold: float) -> str | None:
             "report.md lists every reason")
 
 
-@dataclass
-class _Staging:
-    """A temporary folder beside the destination, renamed into place only on success."""
-
-    out: Path
-    overwrite: bool
-    path: Path = field(init=False)
-
-    def __enter__(self) -> Path:
-        self.path = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}"
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir(parents=True)
-        return self.path
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            return
-        if self.out.exists():
-            if not self.overwrite:
-                shutil.rmtree(self.path, ignore_errors=True)
-                raise UserError(f"{self.out} appeared during the run; not replacing it")
-            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
-            self.out.rename(old)
-            self.path.rename(self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self.path.rename(self.out)
-
-
 def run(config: PreprocessConfig) -> Path:
     """Run the stage; returns the output folder."""
     require_paths(config)
     out = Path(config.out)
-    if out.exists() and not config.overwrite:
-        raise UserError(f"output folder {out} already exists; pass --overwrite (overwrite=true) to replace it")
     if out.exists() and not out.is_dir():
         raise UserError(f"output path {out} exists and is not a folder")
+    if out.exists() and not config.overwrite:
+        raise UserError(f"output folder {out} already exists; pass --overwrite (overwrite=true) to replace it")
     inputs = locate_inputs(config)
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _Staging(out, config.overwrite) as folder:
+    with staged_directory(out, replace=config.overwrite) as folder:
         with OntologyService(background=config.workers > 0) as service:
             collected = collect(inputs, config)
             if len(collected.kept.text) == 0:

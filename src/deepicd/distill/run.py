@@ -248,10 +248,8 @@ def build_sft(frame: pd.DataFrame, traces: Path, config: DistillConfig) -> tuple
 
 
 def _write_parquet(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    table.to_parquet(staging, index=False)
-    staging.replace(path)
+    with manifest.atomic_open(path, "wb") as handle:
+        table.to_parquet(handle, index=False)
 
 
 def _write_val(table: pd.DataFrame, path: Path) -> None:

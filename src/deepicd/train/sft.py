@@ -555,6 +555,7 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
     result = None
     if state.is_main_process:
         tokenizer.save_pretrained(staging)
+        manifest.make_shareable(staging)
         if model_dir.exists():
             shutil.rmtree(model_dir)
         staging.rename(model_dir)

@@ -1,0 +1,83 @@
+"""Staged writes: outputs appear whole or not at all, and temporaries of killed runs are cleared."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deepicd import manifest
+from deepicd.errors import UserError
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_folder_appears_whole_and_replaces_the_old_one(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with manifest.staged_directory(target) as staging:
+        (staging / "new.txt").write_text("new")
+        (staging / "model.safetensors").write_text("weights")
+        (staging / "model.safetensors").chmod(0o600)  # as safetensors writes it
+        assert not (target / "new.txt").exists()  # nothing shows before the block ends
+    assert sorted(p.name for p in target.iterdir()) == ["model.safetensors", "new.txt"]
+    assert oct((target / "model.safetensors").stat().st_mode & 0o777) == "0o644"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
+    assert oct(target.stat().st_mode & 0o777) == "0o755"
+
+
+def test_a_failed_write_leaves_the_old_folder_and_no_temporary(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with manifest.staged_directory(target) as staging:
+            (staging / "half.txt").write_text("half")
+            raise RuntimeError("disk full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (target / "old.txt").read_text() == "old"
+
+
+def test_a_folder_that_appeared_meanwhile_is_kept_unless_replacing(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(UserError, match="appeared during the run"):
+        with manifest.staged_directory(target, replace=False) as staging:
+            (staging / "new.txt").write_text("new")
+            target.mkdir()
+    assert list(target.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_temporaries_of_dead_runs_are_cleared_and_live_ones_kept(tmp_path):
+    target = tmp_path / "out"
+    dead = tmp_path / f".out.tmp-{_dead_pid()}-abc"
+    dead.mkdir()
+    (dead / "model.safetensors").write_text("left by a SIGKILLed run")
+    dead_file = tmp_path / f".out.tmp-{_dead_pid()}-xyz"
+    dead_file.write_text("half a file")
+    live = tmp_path / f".out.tmp-{os.getppid()}-def"  # the process that started the tests is alive
+    live.mkdir()
+    other = tmp_path / f".outer.tmp-{_dead_pid()}-abc"  # another target's temporary
+    other.mkdir()
+    with manifest.staged_directory(target) as staging:
+        (staging / "x").write_text("x")
+    assert not dead.exists() and not dead_file.exists()
+    assert live.exists() and other.exists() and (target / "x").exists()
+
+
+def test_files_are_written_atomically_and_clear_stale_ones_too(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    stale = tmp_path / f".predictions.jsonl.tmp-{_dead_pid()}-q1"
+    stale.write_text("torn")
+    with pytest.raises(RuntimeError):
+        with manifest.atomic_open(path) as handle:
+            handle.write("partial")
+            raise RuntimeError("killed")
+    assert not path.exists() and not stale.exists() and list(tmp_path.iterdir()) == []
+    manifest.write_text(path, "whole\n")
+    assert path.read_text() == "whole\n" and oct(path.stat().st_mode & 0o777) == "0o644"
