@@ -21,12 +21,12 @@ from typing import Optional
 import pyarrow as pa
 
 from deepicd import config as config_lib
-from deepicd.manifest import staged_directory
+from deepicd.manifest import sha256_file, staged_directory, versions
 from deepicd.errors import ConfigError, UserError
-from deepicd.mimic import sections, tables
+from deepicd.mimic import sections
 from deepicd.mimic.collect import collect, locate_inputs
 from deepicd.mimic.ontology import OntologyService
-from deepicd.mimic.outputs import package_versions, write_outputs
+from deepicd.mimic.outputs import write_outputs
 from deepicd.prompts import task
 
 DATA_SOURCE = "deepicd/mimic-iv"
@@ -142,13 +142,13 @@ def run(config: PreprocessConfig) -> Path:
             "seed": config.seed,
             "config": config_lib.to_dict(config),
             "inputs": {
-                name: {"path": str(path), "bytes": path.stat().st_size, "sha256": tables.sha256(path)}
+                name: {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
                 for name, path in inputs.items()
             },
             "mimic_versions": counts.pop("mimic_versions"),
             "counts": counts,
             "outputs": sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()),
-            "packages": package_versions(),
+            "versions": versions(("deepicd", "pyarrow", "numpy", "simple-icd-10-cm", "hydra-core")),
             "duration_s": round(time.perf_counter() - started, 2),
         }
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

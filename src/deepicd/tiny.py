@@ -20,7 +20,6 @@ Tokenizer choices that matter for the task:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from deepicd.errors import ConfigError, UserError
-from deepicd.manifest import staged_directory
+from deepicd.manifest import sha256_file, staged_directory, versions
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 TAG_TOKENS = ("<think>", "</think>", "<diagnosis>", "</diagnosis>")
@@ -169,14 +168,6 @@ def default_corpus() -> Iterator[str]:
         yield icd.tabular_text(category)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_corpus_file(path: Path) -> Iterator[str]:
     """Documents of one corpus file: a whole text file, or the `text` field of JSONL/parquet rows."""
     suffix = path.suffix.lower()
@@ -243,7 +234,7 @@ def collect_corpus(
             budget -= len(text)
             count += 1
             chars += len(text)
-        sources.append(CorpusSource(str(path), count, chars, _sha256(path)))
+        sources.append(CorpusSource(str(path), count, chars, sha256_file(path)))
     return documents, sources
 
 
@@ -319,21 +310,6 @@ def init_model(config: TinyModelConfig, tokenizer):
     return model
 
 
-def _versions() -> dict[str, str]:
-    import tokenizers
-    import torch
-    import transformers
-
-    from deepicd import __version__
-
-    return {
-        "deepicd": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-    }
-
-
 def _prepare_target(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"output path {out} exists and is a file")
@@ -383,7 +359,7 @@ def build(
                 "vocab_size": len(tokenizer),
                 "prompt_version": task.VERSION,
                 "corpus": [asdict(source) for source in sources],
-                "versions": _versions(),
+                "versions": versions(("deepicd", "torch", "transformers", "tokenizers")),
             }
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         steps.update()

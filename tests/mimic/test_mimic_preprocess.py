@@ -135,7 +135,7 @@ def test_manifest_records_inputs_versions_and_config(handmade):
     assert manifest["mimic_versions"]["mimic-iv"] == "3.1"
     assert manifest["config"]["split"]["min_count"] == 1 and manifest["seed"] == 3
     assert manifest["prompt_version"] == task.VERSION
-    assert {"pyarrow", "simple-icd-10-cm", "python"} <= set(manifest["packages"])
+    assert {"pyarrow", "simple-icd-10-cm", "python"} <= set(manifest["versions"])
     assert "verl/train.parquet" in manifest["outputs"] and "labels.csv" in manifest["outputs"]
 
 

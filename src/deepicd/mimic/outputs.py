@@ -8,9 +8,7 @@ the ontology's answers and the config: reruns are byte-identical.
 from __future__ import annotations
 
 import csv
-import platform
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,16 +64,6 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in ("deepicd", "pyarrow", "numpy", "simple-icd-10-cm", "hydra-core"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def write_outputs(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import re
 import zlib
@@ -78,14 +77,6 @@ def locate(root: Path, spec: TableSpec) -> Path:
             return path
     tried = " or ".join(str(p) for p in candidates)
     raise UserError(f"MIMIC table {spec.filename} not found: looked for {tried}")
-
-
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_header(path: Path) -> list[str]:
