@@ -7,12 +7,14 @@ returns one float. Values follow the published DeepICD-R1 reward exactly
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from deepicd.rewards.completion import ParsedCompletion
-from deepicd.rewards.config import RewardConfig
 
-Term = Callable[[ParsedCompletion, str, RewardConfig], float]
+if TYPE_CHECKING:  # the config reads this module's registry to check `components`; no cycle at import
+    from deepicd.rewards.config import RewardConfig
+
+Term = Callable[[ParsedCompletion, str, "RewardConfig"], float]
 COMPONENTS: dict[str, Term] = {}
 
 # The judge is registered here too so presets can list it; its value is computed

@@ -53,7 +53,7 @@ from deepicd.openai_client import retry_after_seconds as retry_after_seconds  # 
 from deepicd.prompts import judge as judge_prompt
 from deepicd.rewards.config import JudgeConfig
 from deepicd.rewards.judge_cache import JudgeCache, cache_key
-from deepicd.rewards.scorer import JudgeRequest, JudgeVerdict
+from deepicd.rewards.judging import JudgeRequest, JudgeVerdict
 
 log = logging.getLogger(__name__)
 

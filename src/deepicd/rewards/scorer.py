@@ -13,34 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Sequence
 
 from deepicd import icd
 from deepicd.rewards.completion import ParsedCompletion, normalize_gold, parse_completion
 from deepicd.rewards.components import COMPONENTS, JUDGE
 from deepicd.rewards.config import RewardConfig
 from deepicd.errors import UserError
-
-
-@dataclass(frozen=True)
-class JudgeRequest:
-    """What the judge sees: the note, the *predicted* code and the reasoning trace."""
-
-    note: str
-    prediction: str
-    trace: str
-
-
-@dataclass(frozen=True)
-class JudgeVerdict:
-    """The judge's rating (1-5; the published reading of a reply keeps 4.5 or 7), or None and why."""
-
-    score: int | float | None
-    status: str  # "ok", "cached", "unparsed", "fallback"
-
-
-class Judge(Protocol):
-    async def rate_many(self, requests: Sequence[JudgeRequest]) -> list[JudgeVerdict]: ...
+from deepicd.rewards.judging import Judge, JudgeRequest, JudgeVerdict
 
 
 @dataclass
