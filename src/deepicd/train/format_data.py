@@ -34,6 +34,7 @@ import pandas as pd
 
 from deepicd import icd, manifest
 from deepicd.errors import UserError
+from deepicd.schema import require
 
 COLUMNS = ["prompt", "completion", "hadm_id", "subject_id", "code", "trace_words"]
 TARGET = "format-only"
@@ -60,6 +61,12 @@ class FormatDataConfig:
     # Share of the answers drawn from all codes of the split instead of through the chapter map: the base then
     # sometimes samples the right chapter, which GRPO needs to see before it can reinforce it.
     random_share: float = 0.2
+
+    def __post_init__(self) -> None:
+        where = "format-data setting"
+        require(self.max_words >= 1, where, "max_words", "must be at least 1", self.max_words)
+        require(self.limit >= 0, where, "limit", "must not be negative", self.limit)
+        require(0.0 <= self.random_share <= 1.0, where, "random_share", "must be in [0, 1]", self.random_share)
 
 
 def sentences(text: str) -> list[str]:
@@ -140,8 +147,6 @@ def build(data_dir: str | Path, split: str, out: str | Path, config: FormatDataC
     """Write OUT/sft/train.parquet and OUT/manifest.json; returns the number of samples."""
     from deepicd.split_tables import read_notes
 
-    if config.max_words < 1 or config.limit < 0 or not 0.0 <= config.random_share <= 1.0:
-        raise UserError("max_words must be at least 1, limit not negative and random_share in [0, 1]")
     frame = read_notes(data_dir, split)
     if config.limit:
         frame = frame.head(config.limit)
