@@ -112,6 +112,10 @@ class _PacedClient(openai.AsyncOpenAI):
         self._deepicd_backoff_s = backoff_s
         self._deepicd_timeout_s = attempt_timeout_s
 
+    @property
+    def user_agent(self) -> str:  # what a server's access log shows for our requests
+        return f"deepicd (openai-python {self._version})"
+
     async def _sleep_for_retry(self, *, retries_taken, max_retries, options, response) -> None:  # noqa: ARG002
         # The SDK calls this from inside its except-clause, once it has decided to retry; the failure
         # being handled is therefore the current exception.
