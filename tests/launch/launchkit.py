@@ -45,6 +45,8 @@ LAUNCH_MODULES = {
     "verl.model_merger.__main__": "python -m verl.model_merger merge",
     "deepicd.rewards.verl_entry": "our compute_score, loaded by path in every reward-loop worker",
     "deepicd.rewards.scorer": "built lazily by compute_score in the reward worker",
+    "deepicd.rewards.judge": "built by the scorer when the reward preset lists the judge (paper-judge), with the "
+                             "shared OpenAI client (deepicd.openai_client, the openai SDK)",
     "transfer_queue": "TaskRunnerV1.run imports it before building the trainer",
     "verl.experimental.reward_loop": "RewardLoopManager and the RewardLoopWorker actors that score responses",
     "verl.experimental.reward_loop.reward_manager.limited": "reward.reward_manager.name=rate_limited (judge)",
