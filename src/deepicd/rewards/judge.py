@@ -268,8 +268,7 @@ class OpenAICompatibleJudge:
             try:
                 raw = await self.endpoint.call(lambda client: client.models.with_raw_response.list(),
                                                deadline=deadline, stats=stats)
-            except EndpointFailure as failure:
-                stats.error(f"listing models failed: {failure}")
+            except EndpointFailure:  # the client recorded why in `stats`
                 return None
             try:
                 self.model = str(self._json(raw)["data"][0]["id"])  # type: ignore[index]
@@ -283,20 +282,18 @@ class OpenAICompatibleJudge:
 
     async def _ask(self, arguments: dict, deadline: float, stats: CallStats) -> _Answer:
         """One rating: the shared client's retries within the batch deadline; a failure falls back."""
-        create = (lambda client: client.chat.completions.with_raw_response.create(**arguments)) \
-            if self.config.api == "chat" else (lambda client: client.completions.with_raw_response.create(**arguments))
         started = None
 
         async def timed(client):
             nonlocal started
             # From the first attempt to the answer: retries and backoff count, queueing for a slot does not.
             started = time.monotonic()
-            return await create(client)
+            api = client.chat.completions if self.config.api == "chat" else client.completions
+            return await api.with_raw_response.create(**arguments)
 
         try:
             raw = await self.endpoint.call(timed, deadline=deadline, stats=stats)
-        except EndpointFailure as failure:
-            stats.error(str(failure))
+        except EndpointFailure:  # the client recorded why in `stats`
             return _Answer(None, "fallback")
         except Exception as exc:  # one odd reply must not lose the batch: that row falls back
             stats.error(f"unexpected {type(exc).__name__}")

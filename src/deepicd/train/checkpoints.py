@@ -54,6 +54,25 @@ def is_final(checkpoint: Path, max_steps: int) -> bool:
     return planned > 0 and int(state.get("global_step") or 0) >= planned
 
 
+def finished_record(out: Path, final: Path, settings: dict, stage: str) -> dict:
+    """The manifest of OUT's finished run, when it may stand for this one; UserError saying why not.
+
+    `final` holds the run's last step. The model and manifest must be there
+    (a run that died while saving has neither), and the recorded settings must
+    be `settings`: a finished run with other settings is not this run.
+    """
+    model_dir, path = out / "model", out / "manifest.json"
+    if not model_dir.is_dir() or not path.is_file():
+        raise UserError(f"{final} holds the run's last step, but {model_dir} or {path} is missing (the run stopped "
+                        f"while saving its model); delete {final} to train that step again")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    changed = sorted(key for key, value in settings.items() if record.get("config", {}).get(key) != value)
+    if changed:
+        raise UserError(f"{out} holds a finished {stage} run with other settings ({', '.join(changed)}); "
+                        f"give another --out, or delete {out} to train anew")
+    return record
+
+
 def mean_loss(log_history: Iterable[dict]) -> float | None:
     """The run's mean training loss from the trainer's log: each logged loss weighted by the steps it covers."""
     total = covered = 0.0

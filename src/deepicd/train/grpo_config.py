@@ -17,6 +17,7 @@ from typing import Sequence
 
 from deepicd.config import available_presets, load
 from deepicd.errors import ConfigError
+from deepicd.generate.config import Dtype  # the model dtypes a trainer and a generator accept are one set
 from deepicd.schema import choice
 
 WHERE = "grpo config"
@@ -55,11 +56,6 @@ class UseVllm(StrEnum):
     true = "true"
     false = "false"
 
-
-class Dtype(StrEnum):
-    auto = "auto"
-    bfloat16 = "bfloat16"
-    float32 = "float32"
 
 
 @dataclass

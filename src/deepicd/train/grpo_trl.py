@@ -26,7 +26,6 @@ The final model and tokenizer go to `<out>/model`, with `<out>/manifest.json`.
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,20 +140,14 @@ def grpo_args(config: GRPORunConfig, output_dir: Path, vllm: bool):
 
 def already_trained(config: GRPORunConfig, final: Path) -> TrlRunResult:
     """OUT's run reached its last step: its recorded result, or why it cannot be reused. Nothing is trained."""
+    from deepicd.train import checkpoints
+
     out = Path(config.out_dir)
-    model_dir, path = out / "model", out / "manifest.json"
-    if not model_dir.is_dir() or not path.is_file():
-        raise UserError(f"{final} holds the run's last step, but {model_dir} or {path} is missing (the run stopped "
-                        f"while saving its model); delete {final} to train that step again")
-    record = json.loads(path.read_text(encoding="utf-8"))
     settings = {key: value for key, value in asdict(config).items() if key != "out_dir"}  # the folder may be respelled
-    changed = sorted(key for key, value in settings.items() if record.get("config", {}).get(key) != value)
-    if changed:
-        raise UserError(f"{out} holds a finished GRPO run with other settings ({', '.join(changed)}); "
-                        f"give another --out, or delete {out} to train anew")
+    record = checkpoints.finished_record(out, final, settings, "GRPO")
     training = record["training"]
-    return TrlRunResult(model_dir, path, training["global_step"], record["data"]["train"]["dropped_too_long"],
-                        training["resumed_from"], 0.0, already_done=True)
+    return TrlRunResult(out / "model", out / "manifest.json", training["global_step"],
+                        record["data"]["train"]["dropped_too_long"], training["resumed_from"], 0.0, already_done=True)
 
 
 def _model_dtype(config: GRPORunConfig) -> str:
@@ -225,8 +218,7 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
         train_dataset=dataset,
         processing_class=tokenizer,
     )
-    resume = checkpoints.last_complete(output_dir)
-    resume = str(resume) if resume is not None else None
+    resume = str(final) if final is not None else None  # not the last step (checked above): continue from there
     trainer.train(resume_from_checkpoint=resume)
     model_dir = out / "model"
     _save(trainer, tokenizer, model_dir)

@@ -538,7 +538,7 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
 
         torch.set_num_threads(config.cpu_threads)
     trainer = SFTTrainer(model=source, args=args, train_dataset=train, eval_dataset=val, processing_class=tokenizer)
-    resume = checkpoints.last_complete(out / "checkpoints")
+    resume = final  # not the last step (checked above): the run continues from there
     if resume is not None and state.is_main_process:
         print(f"resuming from {resume}", file=sys.stderr, flush=True)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -578,18 +578,8 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
 
 def already_trained(out: Path, config: SFTRunConfig, final: Path) -> SFTResult:
     """OUT's run reached its last step: its recorded result, or why it cannot be reused. Nothing is trained."""
-    model_dir, path = out / "model", out / "manifest.json"
-    if not model_dir.is_dir() or not path.is_file():
-        raise UserError(f"{final} holds the run's last step, but {model_dir} or {path} is missing (the run stopped "
-                        f"while saving its model); delete {final} to train that step again")
-    record = json.loads(path.read_text(encoding="utf-8"))
-    settings = dataclasses.asdict(config)
-    changed = sorted(key for key, value in settings.items() if record.get("config", {}).get(key) != value)
-    if changed:
-        raise UserError(f"{out} holds a finished SFT run with other settings ({', '.join(changed)}); "
-                        f"give another --out, or delete {out} to train anew")
-    done = record["result"]
-    return SFTResult(model_dir=model_dir, steps=done["steps"], train_loss=done["train_loss"],
+    done = checkpoints.finished_record(out, final, dataclasses.asdict(config), "SFT")["result"]
+    return SFTResult(model_dir=out / "model", steps=done["steps"], train_loss=done["train_loss"],
                      eval_loss=done["eval_loss"], samples=done["samples"], dropped_too_long=done["dropped_too_long"],
                      seconds=0.0, truncated=done.get("truncated", 0), resumed_from=done.get("resumed_from"),
                      already_done=True)
