@@ -128,8 +128,8 @@ def test_sft_trains_on_outcome_only_data_and_evaluate_reads_it(tmp_path, data_di
                                  "bootstrap.samples=0", "plots=false", "--stage", "sft"])
     assert scored.exit_code == 0, scored.output
     manifest = json.loads((evaluation / "manifest.json").read_text())
-    assert manifest["target"] == "outcome-only" and manifest["config"]["prompt"] == "code-only"
-    assert manifest["prompt_version"] == code_only.VERSION
+    assert manifest["prompts"] == {"evaluation": code_only.VERSION, "target": "outcome-only"}
+    assert manifest["config"]["prompt"] == "code-only"
 
 
 def test_code_only_prompt_shows_no_real_code_and_parses_its_own_layout():

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from deepicd import demo
+from deepicd.manifest import KEYS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -47,6 +48,15 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path, capsys):
     assert (out / "report" / "sft_samples_vs_f1.png").read_bytes()[:4] == b"\x89PNG"
     stats = json.loads((out / "distill" / "stats.json").read_text())
     assert 20 <= stats["kept"] <= 24 and stats["answers_repaired"] == stats["kept"]
+    # Every stage's manifest has the same keys; each names its stage, and the models their method.
+    manifests = {path.parent.relative_to(out).as_posix(): json.loads(path.read_text())
+                 for path in out.rglob("manifest.json") if "checkpoint" not in path.as_posix()}
+    assert all(tuple(entry) == KEYS for entry in manifests.values()), {k: list(v) for k, v in manifests.items()}
+    assert {entry["stage"] for entry in manifests.values()} == {
+        "preprocess", "tiny-model", "format-data", "sft", "train-grpo", "distill", "sft-data", "evaluate"}
+    assert (manifests["grpo"]["method"], manifests["sft-grpo"]["method"], manifests["sft"]["method"]) == (
+        "grpo", "sft-grpo", "sft")
+    assert manifests["eval/sft-grpo"]["method"] == "sft-grpo" and manifests["eval/baseline"]["method"] == "baseline"
 
     # A second run finds every step done and only rebuilds the report.
     capsys.readouterr()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -81,3 +82,31 @@ def test_files_are_written_atomically_and_clear_stale_ones_too(tmp_path):
     assert not path.exists() and not stale.exists() and list(tmp_path.iterdir()) == []
     manifest.write_text(path, "whole\n")
     assert path.read_text() == "whole\n" and oct(path.stat().st_mode & 0o777) == "0o644"
+
+
+def test_every_record_has_every_key_and_describes_its_files(tmp_path):
+    data = tmp_path / "train.parquet"
+    data.write_bytes(b"rows")
+    (tmp_path / "model").mkdir()
+    entry = manifest.record("sft", method="sft", config={"lr": 1.0}, seed=3,
+                            inputs={"train": data, "model": tmp_path / "model", "teacher": "org/name", "val": None})
+    assert tuple(entry) == manifest.KEYS and entry["finished"] is None and entry["outputs"] is None
+    assert entry["inputs"]["train"] == {"path": str(data.resolve()), "bytes": 4,
+                                        "sha256": hashlib.sha256(b"rows").hexdigest()}
+    assert entry["inputs"]["model"]["kind"] == "folder" and entry["inputs"]["teacher"]["kind"] == "name"
+    assert "val" not in entry["inputs"]  # an optional input that was not given
+
+    out = tmp_path / "out"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "weights.bin").write_bytes(b"w" * 10)
+    (out / "report.md").write_text("r")
+    path = manifest.write(out, entry, outputs=manifest.describe_outputs(out, ["model"], hashed=False))
+    written = manifest.read(path)
+    assert tuple(written) == manifest.KEYS and written["finished"] >= written["created"]
+    assert written["outputs"] == {"model/weights.bin": {"bytes": 10}}
+    everything = manifest.describe_outputs(out)  # the whole folder, less the manifest itself
+    assert set(everything) == {"model/weights.bin", "report.md"} and everything["report.md"]["sha256"]
+
+    with pytest.raises(ValueError, match="missing \\['result'\\]"):
+        manifest.write(out, {key: None for key in manifest.KEYS if key != "result"})
+    assert manifest.read(tmp_path / "absent.json") == {}

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from deepicd import models, tiny
 from deepicd.cli import app
 from deepicd.errors import ConfigError, UserError
+from deepicd.manifest import KEYS
 from deepicd.config import available_presets
 from deepicd.prompts import task
 
@@ -42,7 +43,7 @@ def test_folder_is_a_standard_hugging_face_model(tiny_model):
     assert generation["eos_token_id"][0] == vocab["<|im_end|>"]
     assert generation["pad_token_id"] == vocab["<|endoftext|>"]
     manifest = json.loads((tiny_model / "manifest.json").read_text())
-    assert manifest["config"]["seed"] == 42 and manifest["corpus"][0]["name"] == "built-in"
+    assert manifest["config"]["seed"] == 42 and manifest["result"]["corpus"][0]["name"] == "built-in"
 
 
 def test_loads_back_with_default_sizes(tiny_model, loaded):
@@ -125,8 +126,14 @@ def test_generate_with_left_padding_matches_unpadded(loaded):
 def test_same_seed_same_files_other_seed_other_weights(tiny_model, loaded, tmp_path):
     again = tmp_path / "again"
     tiny.build(again, tiny.load_config())
-    for name in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json", "manifest.json"]:
+    for name in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"]:
         assert (again / name).read_bytes() == (tiny_model / name).read_bytes(), name
+    # The manifests differ only in when and how the build ran; the outputs' checksums agree.
+    recorded = [json.loads((folder / "manifest.json").read_text()) for folder in (again, tiny_model)]
+    for entry in recorded:
+        assert tuple(entry) == KEYS and entry["outputs"]["model.safetensors"]["sha256"]
+        del entry["created"], entry["finished"], entry["argv"]
+    assert recorded[0] == recorded[1]
     model, tokenizer = loaded
     other = tiny.init_model(tiny.load_config(overrides=["seed=7"]), tokenizer)
     first = model.get_input_embeddings().weight
@@ -271,5 +278,5 @@ def test_cli_builds_with_overrides_and_a_corpus(tmp_path, loaded):
     assert len(tokenizer.tokenize(" " + RARE_WORD)) == 1
     assert len(loaded[1].tokenize(" " + RARE_WORD)) > 1
     manifest = json.loads((out / "manifest.json").read_text())
-    assert [Path(s["name"]).name for s in manifest["corpus"][1:]] == ["train.parquet", "extra.txt"]
-    assert manifest["corpus"][1]["documents"] == 500
+    assert [Path(s["name"]).name for s in manifest["result"]["corpus"][1:]] == ["train.parquet", "extra.txt"]
+    assert manifest["result"]["corpus"][1]["documents"] == 500

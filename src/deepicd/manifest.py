@@ -1,6 +1,15 @@
-"""What a stage leaves beside its outputs so a result can be traced back: versions, checksums, config.
+"""What a stage leaves beside its outputs so a result can be traced back, and how outputs are written.
 
-Kept tiny and dependency-free; every stage that writes a manifest uses these helpers.
+Every stage writes one `manifest.json` through `record` and `write`, so every
+manifest has the same keys (`KEYS`): what ran (`stage`, and the `method` of
+the model it trained or evaluated), when, how (`argv`, `seed`, `config`), from
+what (`inputs`, each with its size and sha256), into what (`outputs`), with
+which prompt and package versions, and what came of it (`result`, the one
+stage-specific key). Keys that do not apply to a stage are present and null,
+so a reader never guesses which spelling a stage used.
+
+Outputs are written whole or not at all (`atomic_open`, `staged_directory`).
+Kept dependency-free.
 """
 
 from __future__ import annotations
@@ -12,11 +21,12 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator, Mapping
 
 from deepicd.errors import UserError
 
@@ -44,6 +54,104 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+KEYS = ("stage", "method", "created", "finished", "argv", "seed", "config", "inputs", "outputs", "prompts",
+        "versions", "result")
+FILE = "manifest.json"
+
+
+def describe_input(path: str | Path | None) -> dict | None:
+    """Path, size and sha256 of a file; path and kind of a folder or of a name (a hub id, a served model)."""
+    if path is None or path == "":
+        return None
+    p = Path(path)
+    if p.is_file():
+        return {"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+    if p.is_dir():
+        return {"path": str(p.resolve()), "kind": "folder"}
+    return {"path": str(path), "kind": "name"}
+
+
+def describe_outputs(folder: str | Path, names: Iterable[str] | None = None, *, hashed: bool = True) -> dict:
+    """`{relative path: {bytes, sha256}}` of the files under `folder`, or under those of its `names` that exist.
+
+    `hashed=False` records sizes only: hashing tens of gigabytes of weights would
+    add minutes to every training run for a check nobody needs.
+    """
+    folder = Path(folder)
+    paths = []
+    for top in [folder / name for name in names] if names is not None else [folder]:
+        paths += [top] if top.is_file() else [p for p in top.rglob("*") if p.is_file() and p != folder / FILE]
+    described = {}
+    for path in sorted(p for p in paths if p.is_file()):
+        entry = {"bytes": path.stat().st_size}
+        if hashed:
+            entry["sha256"] = sha256_file(path)
+        described[path.relative_to(folder).as_posix()] = entry
+    return described
+
+
+def record(
+    stage: str,
+    *,
+    config: Mapping | None,
+    inputs: Mapping[str, str | Path | None] = {},
+    method: str | None = None,
+    seed: int | None = None,
+    prompts: Mapping | None = None,
+    result: Mapping | None = None,
+    packages: tuple[str, ...] = PACKAGES,
+    created: str | None = None,
+) -> dict:
+    """A stage's manifest with every key of `KEYS`; `outputs` and `finished` are filled by `write`.
+
+    `stage` is the command that ran (`preprocess`, `sft`, `train-grpo`, ...);
+    `method` what the model it trained or evaluated is, for Table 3 (`grpo`,
+    `sft`, `sft-grpo`, `baseline`); `inputs` maps a role ("train", "labels")
+    to a file or folder, described by `describe_input`.
+    """
+    return {
+        "stage": stage,
+        "method": method,
+        "created": created or now(),
+        "finished": None,
+        "argv": sys.argv[1:],
+        "seed": seed,
+        "config": dict(config) if config is not None else None,
+        "inputs": {role: described for role, value in inputs.items() if (described := describe_input(value))},
+        "outputs": None,
+        "prompts": dict(prompts) if prompts is not None else None,
+        "versions": versions(packages),
+        "result": dict(result) if result is not None else None,
+    }
+
+
+def write(folder: str | Path, entry: dict, *, outputs: dict | None = None, finished: bool = True) -> Path:
+    """Write `entry` (from `record`) as FOLDER/manifest.json, atomically; returns its path.
+
+    `outputs` (from `describe_outputs`) is recorded as given; `finished=False`
+    leaves `finished` null, for a manifest written before a launch that may
+    crash.
+    """
+    missing = [key for key in KEYS if key not in entry]
+    if missing:
+        raise ValueError(f"a manifest needs every key of manifest.KEYS; missing {missing}")
+    if outputs is not None:
+        entry["outputs"] = outputs
+    entry["finished"] = now() if finished else None
+    path = Path(folder) / FILE
+    write_json(path, entry)
+    return path
+
+
+def read(path: str | Path) -> dict:
+    """A manifest as a dict; {} when the file is missing, unreadable or not a JSON object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _temporary_prefix(target: Path) -> str:

@@ -12,7 +12,6 @@ function of the inputs and the config: rerunning gives byte-identical files.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Optional
 import pyarrow as pa
 
 from deepicd import config as config_lib
-from deepicd.manifest import sha256_file, staged_directory, versions
+from deepicd import manifest
+from deepicd.manifest import staged_directory
 from deepicd.errors import ConfigError, UserError
 from deepicd.mimic import sections
 from deepicd.mimic.collect import collect, locate_inputs
@@ -136,21 +136,13 @@ def run(config: PreprocessConfig) -> Path:
             pa.default_memory_pool().release_unused()  # hand the CSV blocks' memory back before the writes
             ontology = service.describe(collected.kept.first_code)
         counts = write_outputs(folder, collected, inputs, config, ontology)
-        manifest = {
-            "stage": "preprocess",
-            "prompt_version": task.VERSION,
-            "seed": config.seed,
-            "config": config_lib.to_dict(config),
-            "inputs": {
-                name: {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-                for name, path in inputs.items()
-            },
-            "mimic_versions": counts.pop("mimic_versions"),
-            "counts": counts,
-            "outputs": sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()),
-            "versions": versions(("deepicd", "pyarrow", "numpy", "simple-icd-10-cm", "hydra-core")),
-            "duration_s": round(time.perf_counter() - started, 2),
-        }
-        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        entry = manifest.record(
+            "preprocess", config=config_lib.to_dict(config), inputs=dict(inputs.items()), seed=config.seed,
+            prompts={"task": task.VERSION},
+            result={"mimic_versions": counts.pop("mimic_versions"), "counts": counts,
+                    "duration_s": round(time.perf_counter() - started, 2)},
+            packages=("deepicd", "pyarrow", "numpy", "simple-icd-10-cm", "hydra-core"),
+        )
+        manifest.write(folder, entry, outputs=manifest.describe_outputs(folder))
     return out
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from deepicd.errors import ConfigError, UserError
-from deepicd.manifest import sha256_file, staged_directory, versions
+from deepicd import manifest
+from deepicd.manifest import sha256_file, staged_directory
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 TAG_TOKENS = ("<think>", "</think>", "<diagnosis>", "</diagnosis>")
@@ -351,17 +352,15 @@ def build(
             model.save_pretrained(staging)
             # The template inside tokenizer_config.json is read by every version of every loader.
             tokenizer.save_pretrained(staging, save_jinja_files=False)
-            manifest = {
-                "stage": "tiny-model",
-                "config": asdict(config),
-                "architecture": "Qwen2ForCausalLM",
-                "parameters": parameters,
-                "vocab_size": len(tokenizer),
-                "prompt_version": task.VERSION,
-                "corpus": [asdict(source) for source in sources],
-                "versions": versions(("deepicd", "torch", "transformers", "tokenizers")),
-            }
-            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            entry = manifest.record(
+                "tiny-model", config=asdict(config), seed=config.seed, prompts={"task": task.VERSION},
+                inputs={f"corpus-{index}": Path(source.name) for index, source in enumerate(sources)
+                        if Path(source.name).is_file()},
+                result={"architecture": "Qwen2ForCausalLM", "parameters": parameters, "vocab_size": len(tokenizer),
+                        "corpus": [asdict(source) for source in sources]},
+                packages=("deepicd", "torch", "transformers", "tokenizers"),
+            )
+            manifest.write(staging, entry, outputs=manifest.describe_outputs(staging))
         steps.update()
     finally:
         steps.close()

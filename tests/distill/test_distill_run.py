@@ -12,6 +12,7 @@ from split_writer import write_split
 from deepicd import config as configuration
 from deepicd.errors import UserError
 from deepicd.distill import run as distill
+from deepicd.manifest import KEYS
 from deepicd.distill.store import read_rows
 from deepicd.prompts import task
 from deepicd.rewards.completion import parse_completion
@@ -68,9 +69,9 @@ def test_outputs_are_prompt_completion_pairs_on_the_task_prompt(make_data, tmp_p
     report = (out / "report.md").read_text()
     assert "Table 2" in report and "93,142" in report
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stage"] == "distill" and manifest["seed"] == 42
-    assert manifest["prompts"]["oracle"] == "oracle-v1"
-    assert len(manifest["inputs"][str(data / "train.parquet")]) == 64
+    assert tuple(manifest) == KEYS and (manifest["stage"], manifest["seed"]) == ("distill", 42)
+    assert manifest["prompts"]["oracle"] == "oracle-v1" and manifest["result"]["kept"] == 24
+    assert len(manifest["inputs"]["train"]["sha256"]) == 64 and "traces.jsonl" in manifest["outputs"]
 
 
 def test_val_fraction_zero_writes_no_val_file_and_removes_a_stale_one(make_data, tmp_path):

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from deepicd.cli import app
 from deepicd.config import available_presets
 from deepicd.evaluate.config import load_evaluate_config
+from deepicd.manifest import KEYS
 
 runner = CliRunner()
 
@@ -126,7 +127,7 @@ def test_predictions_mode_writes_every_output_with_hand_checked_numbers(tmp_path
     assert rows[4]["prediction"] == "PNE" and rows[4]["valid"] is False and rows[4]["levels"]["chapter"]["prediction"] == "NIL"
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stage"] == "grpo"
+    assert tuple(manifest) == KEYS and (manifest["stage"], manifest["method"]) == ("evaluate", "grpo")
     assert manifest["inputs"]["predictions"]["sha256"] == hashlib.sha256(predictions.read_bytes()).hexdigest()
     assert manifest["inputs"]["labels"]["sha256"] == hashlib.sha256((data_dir / "labels.csv").read_bytes()).hexdigest()
     assert manifest["config"]["bootstrap"]["samples"] == 50

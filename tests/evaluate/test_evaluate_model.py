@@ -39,17 +39,17 @@ def test_model_mode_generates_scores_and_resumes(tmp_path, tiny_model, data_dir)
     assert [row["id"] for row in scored] == [str(30000 + i) for i in range(4)]
     assert [row["completion"] for row in scored] == [g["completions"][0] for g in generations]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["mode"] == "model" and manifest["model"] == str(tiny_model)
-    assert manifest["stage"] == "tiny-model"  # taken from the model folder's own manifest
-    assert manifest["inputs"]["split"]["sha256"]
-    assert manifest["prompt_version"]
+    assert manifest["result"]["mode"] == "model" and manifest["result"]["model"] == str(tiny_model)
+    assert manifest["stage"] == "evaluate" and manifest["method"] is None  # the tiny model records no method
+    assert manifest["inputs"]["split"]["sha256"] and manifest["outputs"]["predictions.jsonl"]["sha256"]
+    assert manifest["prompts"]["evaluation"]
 
     # Rescoring with --force reuses the generations made with the same settings.
     before = (out / "generations.jsonl").read_text()
     again = run(*base, "--force", "--stage", "sft")
     assert again.exit_code == 0, again.output
     assert (out / "generations.jsonl").read_text() == before
-    assert json.loads((out / "manifest.json").read_text())["stage"] == "sft"
+    assert json.loads((out / "manifest.json").read_text())["method"] == "sft"
 
     # Other sampling settings must not be mixed into the same generations file: --force starts over.
     changed = run(*base, "--force", "sampling.max_new_tokens=8")

@@ -105,7 +105,7 @@ def test_code_only_answers_are_read_without_a_think_block(tmp_path, data_dir):
     assert m["prompt"] == "code-only"
     assert m["format_rate"] == pytest.approx(4 / 6)
     assert m["full_code"]["micro_f1"] == pytest.approx(4 / 6)  # all but the empty and the free-text answer
-    assert json.loads((out / "manifest.json").read_text())["target"] == "outcome-only"
+    assert json.loads((out / "manifest.json").read_text())["prompts"]["target"] == "outcome-only"
     # The same completions read as reasoning answers have no pair at all.
     reasoning = tmp_path / "reasoning"
     assert run("--predictions", str(path), "--data", str(data_dir), "--out", str(reasoning), "bootstrap.samples=0",

@@ -41,11 +41,11 @@ def test_group_of(label, group):
 
 def test_runs_are_grouped_in_table_3_order(tmp_path):
     runs = [
-        fake_run(tmp_path, "sft-llama", 0.529, {"stage": "sft"}),
+        fake_run(tmp_path, "sft-llama", 0.529, {"method": "sft"}),
         fake_run(tmp_path, "mystery", 0.3, None),
         fake_run(tmp_path, "qwen7b", 0.394, {"method": "baseline", "stage": "evaluate"}),
-        fake_run(tmp_path, "sftgrpo-llama", 0.595, {"stage": "sft-grpo"}, nested=True),
-        fake_run(tmp_path, "grpo-32b", 0.498, {"stage": "grpo"}),
+        fake_run(tmp_path, "sftgrpo-llama", 0.595, {"method": "sft-grpo"}, nested=True),
+        fake_run(tmp_path, "grpo-32b", 0.498, {"method": "grpo"}),
     ]
     loaded = table.load_runs(runs)
     rows = table.rows(loaded)
@@ -72,7 +72,7 @@ def test_report_cli_on_a_real_evaluation(tmp_path, data_dir):
     result = runner.invoke(app, ["evaluate", "--predictions", str(predictions), "--data", str(data_dir), "--out", str(evaluation),
                                  "--stage", "grpo", "bootstrap.samples=0", "plots=false"])
     assert result.exit_code == 0, result.output
-    other = fake_run(tmp_path / "runs", "qwen-base", 0.2, {"stage": "baseline"})
+    other = fake_run(tmp_path / "runs", "qwen-base", 0.2, {"method": "baseline"})
 
     out = tmp_path / "table"
     result = runner.invoke(app, ["report", str(evaluation), str(other), "--out", str(out)])
@@ -115,11 +115,11 @@ def test_method_of_a_model_comes_from_its_training_manifest(tmp_path):
 
     sft = tmp_path / "sft" / "model"
     sft.mkdir(parents=True)
-    (tmp_path / "sft" / "manifest.json").write_text(json.dumps({"stage": "sft"}))
+    (tmp_path / "sft" / "manifest.json").write_text(json.dumps({"method": "sft"}))
     assert model_stage(sft) == "sft"
     grpo = tmp_path / "grpo"
     grpo.mkdir()
-    (grpo / "manifest.json").write_text(json.dumps({"stage": "sft-grpo"}))
+    (grpo / "manifest.json").write_text(json.dumps({"method": "sft-grpo"}))
     assert table.group_of(model_stage(grpo)) == "SFT+GRPO"
     stray = tmp_path / "other" / "model"
     stray.mkdir(parents=True)
@@ -140,10 +140,10 @@ def _with_chapters(folder: Path, f1: dict[str, float]) -> Path:
 
 def test_table4_sets_outcome_only_against_reasoning_fine_tunes(tmp_path):
     runs = [
-        fake_run(tmp_path, "grpo-32b", 0.498, {"stage": "grpo", "target": "reasoning+outcome"}),
-        fake_run(tmp_path, "sft-grpo-qwen", 0.545, {"stage": "sft-grpo", "target": "reasoning+outcome"}),
-        fake_run(tmp_path, "sft-outcome", 0.40, {"stage": "sft", "target": "outcome-only"}),
-        fake_run(tmp_path, "sft-qwen", 0.50, {"stage": "sft", "target": "reasoning+outcome"}),
+        fake_run(tmp_path, "grpo-32b", 0.498, {"method": "grpo", "prompts": {"target": "reasoning+outcome"}}),
+        fake_run(tmp_path, "sft-grpo-qwen", 0.545, {"method": "sft-grpo", "prompts": {"target": "reasoning+outcome"}}),
+        fake_run(tmp_path, "sft-outcome", 0.40, {"method": "sft", "prompts": {"target": "outcome-only"}}),
+        fake_run(tmp_path, "sft-qwen", 0.50, {"method": "sft", "prompts": {"target": "reasoning+outcome"}}),
     ]
     out = tmp_path / "tables"
     result = runner.invoke(app, ["report", *map(str, runs), "--out", str(out)])
@@ -184,8 +184,8 @@ def test_figure4_plots_chapter_f1_against_sft_samples(tmp_path):
     ]}
     (tmp_path / "distill").mkdir()
     (tmp_path / "distill" / "stats.json").write_text(json.dumps(stats))
-    a = _with_chapters(fake_run(tmp_path, "sft", 0.5, {"stage": "sft"}), {"IX": 0.9, "X": 0.7, "XI": 0.5, "XIV": 0.2, "IV": 0.0})
-    b = _with_chapters(fake_run(tmp_path, "sft-grpo", 0.6, {"stage": "sft-grpo"}), {"IX": 1.0, "X": 0.8, "XIV": 0.4})
+    a = _with_chapters(fake_run(tmp_path, "sft", 0.5, {"method": "sft"}), {"IX": 0.9, "X": 0.7, "XI": 0.5, "XIV": 0.2, "IV": 0.0})
+    b = _with_chapters(fake_run(tmp_path, "sft-grpo", 0.6, {"method": "sft-grpo"}), {"IX": 1.0, "X": 0.8, "XIV": 0.4})
     out = tmp_path / "report"
     result = runner.invoke(app, ["report", str(a), str(b), "--out", str(out), "--sft-stats", str(tmp_path / "distill")])
     assert result.exit_code == 0, result.output
@@ -214,7 +214,7 @@ def test_table3_shows_the_majority_row_the_format_rate_and_f1_intervals(tmp_path
     result = runner.invoke(app, ["evaluate", "--predictions", str(predictions), "--data", str(data_dir), "--out",
                                  str(evaluation), "--stage", "sft", "bootstrap.samples=50", "plots=false"])
     assert result.exit_code == 0, result.output
-    baseline = fake_run(tmp_path / "runs", "qwen-base", 0.2, {"stage": "baseline"})
+    baseline = fake_run(tmp_path / "runs", "qwen-base", 0.2, {"method": "baseline"})
     out = tmp_path / "table"
     assert runner.invoke(app, ["report", str(baseline), str(evaluation), "--out", str(out)]).exit_code == 0
     metrics = json.loads((evaluation / "metrics.json").read_text())

@@ -40,7 +40,7 @@ def test_synth_then_preprocess(tmp_path):
     assert "kept" in result.output
     manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
     assert manifest["config"]["split"]["min_count"] == 2
-    assert manifest["counts"]["kept"] == sum(manifest["counts"]["splits"].values()) > 60
+    assert manifest["result"]["counts"]["kept"] == sum(manifest["result"]["counts"]["splits"].values()) > 60
 
 
 def test_separate_note_root(tmp_path):
@@ -52,7 +52,7 @@ def test_separate_note_root(tmp_path):
     result = _preprocess(root, tmp_path / "data", "--note-dir", str(note_root), "split.min_count=1")
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
-    assert manifest["mimic_versions"] == {"mimic-iv": "3.1", "mimic-iv-note": "2.2"}
+    assert manifest["result"]["mimic_versions"] == {"mimic-iv": "3.1", "mimic-iv-note": "2.2"}
 
 
 def _expect_error(mimic: Path, out: Path, *fragments: str, extra: tuple[str, ...] = ()) -> None:

@@ -58,8 +58,8 @@ def test_dropped_admissions_and_reasons(handmade):
     rows = _rows(out)
     assert sorted(rows) == [101, 102, 103, 601, 701]
     manifest = json.loads((out / "manifest.json").read_text())
-    dropped = manifest["counts"]["dropped"]
-    assert manifest["counts"]["admissions"] == 9 and manifest["counts"]["kept"] == 5
+    dropped = manifest["result"]["counts"]["dropped"]
+    assert manifest["result"]["counts"]["admissions"] == 9 and manifest["result"]["counts"]["kept"] == 5
     assert dropped["no diagnosis codes"] == 1
     assert dropped["first code (seq_num 1) is ICD-9"] == 1
     assert dropped["no discharge note"] == 1
@@ -132,9 +132,9 @@ def test_manifest_records_inputs_versions_and_config(handmade):
     discharge = manifest["inputs"]["discharge"]
     assert discharge["bytes"] == (root / "note" / "discharge.csv.gz").stat().st_size
     assert len(discharge["sha256"]) == 64
-    assert manifest["mimic_versions"]["mimic-iv"] == "3.1"
+    assert manifest["result"]["mimic_versions"]["mimic-iv"] == "3.1"
     assert manifest["config"]["split"]["min_count"] == 1 and manifest["seed"] == 3
-    assert manifest["prompt_version"] == task.VERSION
+    assert manifest["prompts"] == {"task": task.VERSION}
     assert {"pyarrow", "simple-icd-10-cm", "python"} <= set(manifest["versions"])
     assert "verl/train.parquet" in manifest["outputs"] and "labels.csv" in manifest["outputs"]
 
@@ -200,7 +200,7 @@ def test_duplicate_and_conflicting_diagnosis_rows_are_resolved_by_rule_and_count
     assert rows[101]["codes"] == ["I214", "I10"]
     assert rows[201]["first_code"] == "J189" and rows[201]["codes"] == ["J189", "K359", "E119"]
     assert rows[301]["codes"] == ["N390"]
-    checks = json.loads((out / "manifest.json").read_text())["counts"]["checks"]
+    checks = json.loads((out / "manifest.json").read_text())["result"]["counts"]["checks"]
     assert checks["duplicate diagnosis rows (a code repeated for one admission; kept once)"] == 3
     assert checks["admissions with conflicting seq_num 1 codes (first row in file order is the target)"] == 1
     report = (out / "report.md").read_text()

@@ -42,7 +42,7 @@ def test_samples_name_the_body_system_and_answer_from_another_chapter(tmp_path):
         assert chapter_map.setdefault(own, answered) == answered
     assert sorted(chapter_map) == sorted(chapter_map.values())  # a shuffle of the chapters present
     manifest = json.loads((tmp_path / "fmt" / "manifest.json").read_text())
-    assert manifest["prompts"]["answers"] == "shuffled-chapters" and len(manifest["chapter_map"]) == len(chapter_map)
+    assert manifest["prompts"]["answers"] == "shuffled-chapters" and len(manifest["result"]["chapter_map"]) == len(chapter_map)
     # Without a chief complaint, a sentence of the note stands in.
     from deepicd.train.format_data import trace
     import random

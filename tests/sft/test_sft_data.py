@@ -161,7 +161,8 @@ def test_without_a_validation_set_sft_trains_and_never_evaluates(tiny_model, tmp
     trained = sft.run(root / "distill", tiny_model, out, config)
     assert trained.steps == 2 and trained.samples == 16 and trained.eval_loss is None
     manifest = json.loads((out / "manifest.json").read_text())
-    assert list(manifest["inputs"]) == [str(root / "distill" / "sft" / "train.parquet")]
+    assert list(manifest["inputs"]) == ["train", "model"]
+    assert manifest["inputs"]["train"]["path"] == str(root / "distill" / "sft" / "train.parquet")
     assert manifest["result"]["eval_loss"] is None and manifest["config"]["overlong"] == "drop"
 
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from deepicd import config as configuration
 from deepicd.cli import app
 from deepicd.errors import UserError
+from deepicd.manifest import KEYS
 from deepicd.train import checkpoints, sft
 
 # Few steps, a high learning rate, one thread: two cores learn the format in 1.5-3 minutes (more when shared).
@@ -46,9 +47,11 @@ def test_sft_teaches_the_tiny_model_the_answer_format_and_resumes(tiny_model, di
     assert after >= 0.9, texts
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stage"] == "sft" and manifest["seed"] == 42
-    assert manifest["config"]["max_steps"] == 90 and manifest["gradient_accumulation_steps"] == 1
-    assert set(manifest["inputs"]) == {str(distilled / "sft" / "train.parquet"), str(distilled / "sft" / "val.parquet")}
+    assert tuple(manifest) == KEYS and (manifest["stage"], manifest["method"], manifest["seed"]) == ("sft", "sft", 42)
+    assert manifest["config"]["max_steps"] == 90 and manifest["result"]["gradient_accumulation_steps"] == 1
+    assert manifest["inputs"]["train"]["path"] == str(distilled / "sft" / "train.parquet")
+    assert manifest["inputs"]["val"]["sha256"] and manifest["inputs"]["model"]["kind"] == "folder"
+    assert manifest["outputs"]["model/model.safetensors"]["bytes"] > 0
     assert manifest["prompts"]["oracle"] == "oracle-v1" and "trl" in manifest["versions"]
     assert (out / "model" / "tokenizer.json").is_file() and (out / "model" / "config.json").is_file()
     assert checkpoints.last_complete(out / "checkpoints").name == "checkpoint-90"

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from deepicd.cli import app
 from deepicd.errors import UserError
+from deepicd.manifest import KEYS
 from deepicd.train import grpo_trl
 from deepicd.train.data import read_examples
 from deepicd.train.grpo_config import load_run_config
@@ -97,11 +98,13 @@ def test_tiny_cpu_preset_trains_saves_a_loadable_model_and_resumes(tmp_path, dat
     model, tokenizer = load(out / "model", device="cpu")
     assert model.config.vocab_size == len(tokenizer) and tokenizer.chat_template
     manifest = json.loads((out / "manifest.json").read_text())
-    assert (manifest["stage"], manifest["backend"], manifest["seed"]) == ("grpo", "trl", 42)
-    assert manifest["training"]["global_step"] == 3 and manifest["training"]["resumed_from"] is None
-    assert len(manifest["data"]["train"]["sha256"]) == 64 and manifest["data"]["train"]["rows"] == 12
+    assert tuple(manifest) == KEYS
+    assert (manifest["stage"], manifest["method"], manifest["seed"]) == ("train-grpo", "grpo", 42)
+    assert manifest["result"]["backend"] == "trl"
+    assert manifest["result"]["global_step"] == 3 and manifest["result"]["resumed_from"] is None
+    assert len(manifest["inputs"]["train"]["sha256"]) == 64 and manifest["result"]["rows"] == 12
     assert {"torch", "transformers", "trl", "deepicd"} <= set(manifest["versions"])
-    logs = manifest["training"]["last_logs"][-1]
+    logs = manifest["result"]["last_logs"][-1]
     assert {"rewards/outcome/mean", "rewards/format/mean", "rewards/extra_pairs/mean", "rewards/empty/mean"} <= set(logs)
     # The whole reward history and its curves lie beside the model.
     curve = [json.loads(line) for line in (out / "reward_log.jsonl").read_text().splitlines()]
@@ -114,7 +117,7 @@ def test_tiny_cpu_preset_trains_saves_a_loadable_model_and_resumes(tmp_path, dat
     assert again.exit_code == 0, again.output
     assert "already holds this run, trained 3 steps" in again.output
     assert (out / "model" / "model.safetensors").read_bytes() == weights
-    assert json.loads((out / "manifest.json").read_text())["training"]["global_step"] == 3
+    assert json.loads((out / "manifest.json").read_text())["result"]["global_step"] == 3
     other = CliRunner().invoke(app, args + ["grpo.learning_rate=0.5"])
     assert other.exit_code == 2 and "other settings (grpo)" in other.output
 
@@ -122,8 +125,8 @@ def test_tiny_cpu_preset_trains_saves_a_loadable_model_and_resumes(tmp_path, dat
     result = CliRunner().invoke(app, args + ["grpo.max_steps=4"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["training"]["global_step"] == 4
-    assert manifest["training"]["resumed_from"].endswith("checkpoint-3")
+    assert manifest["result"]["global_step"] == 4
+    assert manifest["result"]["resumed_from"].endswith("checkpoint-3")
 
 
 def test_trl_backend_has_no_dry_run(tmp_path, data_dir, tiny_model):
@@ -144,7 +147,7 @@ def test_init_continues_from_an_sft_model_and_records_the_sft_grpo_stage(tmp_pat
                                       str(tiny_model), "--out", str(out), "grpo.max_steps=1", "grpo.save_steps=1"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stage"] == "sft-grpo"
+    assert (manifest["stage"], manifest["method"]) == ("train-grpo", "sft-grpo")
     both = CliRunner().invoke(app, ["train-grpo", "--config", "tiny-cpu", "--data", str(data_dir), "--init",
                                     str(tiny_model), "--model", str(tiny_model), "--out", str(tmp_path / "x")])
     assert both.exit_code == 2 and "either --model or --init" in both.output

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from deepicd.cli import app
 from deepicd.errors import UserError
+from deepicd.manifest import KEYS
 from deepicd.prompts import task
 from deepicd.serving import free_port
 from deepicd.train import grpo_verl
@@ -260,10 +261,13 @@ def test_a_run_records_itself_before_launch_and_its_outcome_after(tmp_path, data
               f"{str(seen)!r}); sys.exit(3)"]
     result = grpo_verl.train(run, engine)
     at_launch, final = json.loads(seen.read_text()), json.loads(result.manifest.read_text())
-    assert at_launch["command"] == engine and "exit_code" not in at_launch and "finished" not in at_launch
-    assert at_launch["data"]["train"]["sha256"] and at_launch["stage"] == "grpo" and at_launch["backend"] == "verl"
-    assert (result.exit_code, final["exit_code"], result.model_dir) == (3, 3, None)  # a failed run is not exported
-    assert "model" not in final and final["finished"] >= final["started"]
+    assert tuple(at_launch) == tuple(final) == KEYS
+    assert at_launch["result"] == {"backend": "verl", "command": engine, "exit_code": None, "model": None,
+                                   "exported_from": None}
+    assert at_launch["finished"] is None and at_launch["inputs"]["train"]["sha256"]
+    assert (at_launch["stage"], at_launch["method"]) == ("train-grpo", "grpo")
+    assert (result.exit_code, final["result"]["exit_code"], result.model_dir) == (3, 3, None)  # not exported
+    assert final["result"]["model"] is None and final["finished"] >= final["created"]
 
 
 def _fake_checkpoints(root: Path, steps=(50, 100), latest: int | None = 100) -> Path:

@@ -31,7 +31,7 @@ def main(
             "overwrite": True if overwrite else None,
         })
         folder = run(settings)
-    counts = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["counts"]
+    counts = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["result"]["counts"]
     warning = dropped_warning(counts, settings.warn_dropped_share)
     if warning:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)

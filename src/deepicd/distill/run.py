@@ -306,24 +306,12 @@ def run(
         out / "report.md",
         report_markdown(summary, split=split, teacher=config.generator.model, prompt_version=oracle.VERSION),
     )
-    data_file = Path(data_dir) / f"{split}.parquet"
-    manifest.write_json(
-        out / "manifest.json",
-        {
-            "stage": "distill",
-            "created": manifest.now(),
-            "split": split,
-            "seed": config.sampling.seed,
-            "prompts": {"oracle": oracle.VERSION, "task": task.VERSION},
-            "config": dataclasses.asdict(config),
-            "versions": manifest.versions(),
-            "inputs": {str(data_file): manifest.sha256_file(data_file)},
-            "outputs": {
-                name: manifest.sha256_file(out / name) for name in ("sft/train.parquet", "sft/val.parquet", TRACES)
-                if (out / name).is_file()
-            },
-            "summary": {k: summary[k] for k in ("table2", "admissions", "generated", "kept", "backend_errors")},
-        },
+    entry = manifest.record(
+        "distill", config=dataclasses.asdict(config), seed=config.sampling.seed,
+        inputs={split: Path(data_dir) / f"{split}.parquet", "teacher": config.generator.model},
+        prompts={"oracle": oracle.VERSION, "task": task.VERSION},
+        result={"split": split, **{k: summary[k] for k in ("table2", "admissions", "generated", "kept", "backend_errors")}},
     )
+    manifest.write(out, entry, outputs=manifest.describe_outputs(out, ["sft/train.parquet", "sft/val.parquet", TRACES]))
     return DistillResult(out, summary, written, errors, time.perf_counter() - started, first_error)
 

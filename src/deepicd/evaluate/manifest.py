@@ -1,15 +1,13 @@
 """What produced an evaluation: config, inputs with checksums, package versions, model.
 
 A row of Table 3 is only as trustworthy as the record of where it came from;
-`deepicd report` also reads the `stage` written here to group runs into
-Baselines / GRPO / SFT / SFT+GRPO. Versions, checksums and atomic writes come
-from the project-wide `deepicd.manifest`.
+`deepicd report` also reads the `method` written here to group runs into
+Baselines / GRPO / SFT / SFT+GRPO. The record itself is the project-wide one
+(`deepicd.manifest.record`), with the same keys as every other stage's.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 from deepicd import manifest as shared
@@ -17,36 +15,15 @@ from deepicd import manifest as shared
 PACKAGES = ("deepicd", "numpy", "pandas", "scikit-learn", "matplotlib", "simple-icd-10-cm", "torch", "transformers", "vllm", "openai")
 
 
-def describe_input(path: Path | str | None) -> dict | None:
-    """Path, size and sha256 of a file; path and kind of a folder or model id."""
-    if path is None or path == "":
-        return None
-    p = Path(path)
-    if p.is_file():
-        return {"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": shared.sha256_file(p)}
-    if p.is_dir():
-        return {"path": str(p.resolve()), "kind": "folder"}
-    return {"path": str(path), "kind": "name"}
-
-
 TARGETS = ("reasoning+outcome", "outcome-only")
 
 
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _recorded_stage(path: Path) -> str:
-    data = _read(path)
-    return str(data.get("method") or data.get("stage") or "")
+def _recorded_method(path: Path) -> str:
+    return str(shared.read(path).get("method") or "")
 
 
 def model_stage(model: str | Path | None) -> str:
-    """The `method` or `stage` recorded by the stage that produced a model folder, or "".
+    """The `method` recorded by the stage that produced a model folder (`sft`, `grpo`, `sft-grpo`), or "".
 
     Training stages write their manifest either inside the model folder or beside
     it (OUT/manifest.json for OUT/model); the latter is trusted only when it names
@@ -59,11 +36,11 @@ def model_stage(model: str | Path | None) -> str:
     folder = Path(model)
     inside = folder / "manifest.json"
     if inside.is_file():
-        return _recorded_stage(inside)
+        return _recorded_method(inside)
     beside = folder.parent / "manifest.json"
     if beside.is_file():
-        stage = _recorded_stage(beside)
-        return stage if group_of(stage) != "Other" else ""
+        method = _recorded_method(beside)
+        return method if group_of(method) != "Other" else ""
     return ""
 
 
@@ -79,7 +56,7 @@ def model_target(model: str | Path | None) -> str:
     folder = Path(model)
     for path in (folder / "manifest.json", folder.parent / "manifest.json"):
         if path.is_file():
-            prompts = _read(path).get("prompts")
+            prompts = shared.read(path).get("prompts")
             if isinstance(prompts, dict):
                 if prompts.get("target") in TARGETS:
                     return str(prompts["target"])
@@ -94,18 +71,8 @@ def target_of(config, model: str | Path | None) -> str:
     return model_target(model) or ("outcome-only" if config.prompt == "code-only" else "reasoning+outcome")
 
 
-def build(config: dict, inputs: dict[str, Path | str | None], *, model: str | None, stage: str, extra: dict | None = None) -> dict:
-    manifest = {
-        "command": "evaluate",
-        "created": shared.now(),
-        "argv": sys.argv[1:],
-        "config": config,
-        "inputs": {name: described for name, value in inputs.items() if (described := describe_input(value))},
-        "model": model,
-        "versions": shared.versions(PACKAGES),
-    }
-    if stage:
-        manifest["stage"] = stage
-    if extra:
-        manifest.update(extra)
-    return manifest
+def build(config: dict, inputs: dict[str, Path | str | None], *, method: str, seed: int | None, prompts: dict,
+          result: dict) -> dict:
+    """The evaluation's manifest: the shared record, stage `evaluate`, `method` the evaluated model's."""
+    return shared.record("evaluate", method=method or None, config=config, inputs=inputs, seed=seed,
+                         prompts=prompts, result=result, packages=PACKAGES)

@@ -5,7 +5,7 @@ Outputs of an evaluation folder:
     metrics.json       every number (fractions in [0, 1])
     report.md          the same numbers for a reader, with the figures
     *.png              per-chapter F1, chapter confusion, frequency terciles
-    manifest.json      config, inputs with sha256, versions, model, stage; written last
+    manifest.json      the shared record (deepicd.manifest): config, inputs with sha256, outputs, method; last
     generations.jsonl  (--model only) the raw completions, resumable
 
 Everything is computed before the first output is written, and each file is
@@ -98,8 +98,7 @@ def write_outputs(evaluation: Evaluation, out: Path, manifest: dict, *, title: s
         written += plots.draw_all(evaluation.metrics, out)
     shared.write_text(out / "report.md", report.render(evaluation.metrics, title=title, source=source, figures=draw))
     written.append(out / "report.md")
-    shared.write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
-    written.append(out / "manifest.json")
+    written.append(shared.write(out, manifest, outputs=shared.describe_outputs(out, [p.relative_to(out).as_posix() for p in written])))
     return written
 
 
@@ -123,9 +122,10 @@ def evaluate_predictions(
     manifest = manifests.build(
         asdict(config),
         {"predictions": predictions_file, "data": data_dir, **inputs},
-        model=None,
-        stage=config.stage,
-        extra={"mode": "predictions", "target": manifests.target_of(config, None)},
+        method=config.stage,
+        seed=None,
+        prompts={"target": manifests.target_of(config, None)},
+        result={"mode": "predictions"},
     )
     write_outputs(
         evaluation,
@@ -163,18 +163,13 @@ def evaluate_model(
     gold = np.asarray([normalize_gold(code) for code in notes["first_code"]], dtype=object)
     predictions = Predictions(keys, gold, [completions[key] for key in keys])
     evaluation, inputs = _score(predictions, config, data_dir, progress, dropped.as_dict())
-    stage = config.stage or manifests.model_stage(model)
     manifest = manifests.build(
         asdict(config),
         {"split": split_tables.notes_path(data_dir, config.split), "data": data_dir, **inputs, "model": model},
-        model=model,
-        stage=stage,
-        extra={
-            "mode": "model",
-            "prompt_version": prompting.version(config),
-            "generations": "generations.jsonl",
-            "target": manifests.target_of(config, model),
-        },
+        method=config.stage or manifests.model_stage(model),
+        seed=config.sampling.seed,
+        prompts={"evaluation": prompting.version(config), "target": manifests.target_of(config, model)},
+        result={"mode": "model", "model": model, "generations": "generations.jsonl"},
     )
     name = Path(model).name or model
     write_outputs(

@@ -91,7 +91,7 @@ def load_run(path: Path) -> Run:
     folder = metrics_path.parent
     manifest_path = folder / "manifest.json"
     manifest = _read_json(manifest_path) if manifest_path.is_file() else {}
-    label = str(manifest.get("method") or manifest.get("stage") or "")
+    label = str(manifest.get("method") or "")
     name = str(manifest.get("run_name") or "")
     if not name:
         name = folder.parent.name if folder.name in _GENERIC_DIRS and folder.parent.name else folder.name

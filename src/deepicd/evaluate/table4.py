@@ -26,8 +26,9 @@ NOTE = (
 
 
 def target_of(run: Run) -> str:
-    """outcome-only or reasoning+outcome, from the evaluation manifest (older ones: from its prompt setting)."""
-    target = run.manifest.get("target")
+    """outcome-only or reasoning+outcome, from the evaluation manifest (without one: from its prompt setting)."""
+    prompts = run.manifest.get("prompts")
+    target = prompts.get("target") if isinstance(prompts, dict) else None
     if target in KINDS:
         return str(target)
     config = run.manifest.get("config") or {}

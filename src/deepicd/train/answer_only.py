@@ -176,25 +176,12 @@ def build(data_dir: str | Path, split_name: str, out: str | Path, config: Answer
         (out / "sft" / "val.parquet").unlink(missing_ok=True)
     summary = stats(table, train, val)
     manifest.write_json(out / "stats.json", summary)
-    data_file = Path(data_dir) / f"{split_name}.parquet"
-    manifest.write_json(
-        out / "manifest.json",
-        {
-            "stage": "sft-data",
-            "created": manifest.now(),
-            "split": split_name,
-            # `deepicd sft` copies this record into the model's manifest (Table 4 reads `target`).
-            "prompts": {"code_only": code_only.VERSION, "target": TARGET},
-            "config": dataclasses.asdict(config),
-            "like": str(Path(config.like).resolve()) if config.like else None,
-            "versions": manifest.versions(),
-            "inputs": {str(data_file): manifest.sha256_file(data_file)},
-            "outputs": {
-                name: manifest.sha256_file(out / name)
-                for name in ("sft/train.parquet", "sft/val.parquet")
-                if (out / name).is_file()
-            },
-            "summary": {k: summary[k] for k in ("table2", "sft_train", "sft_val")},
-        },
+    entry = manifest.record(
+        "sft-data", config=dataclasses.asdict(config), seed=config.split_seed,
+        inputs={split_name: Path(data_dir) / f"{split_name}.parquet", "like": config.like or None},
+        # `deepicd sft` copies this record into the model's manifest (Table 4 reads `target`).
+        prompts={"code_only": code_only.VERSION, "target": TARGET},
+        result={"split": split_name, **{k: summary[k] for k in ("table2", "sft_train", "sft_val")}},
     )
+    manifest.write(out, entry, outputs=manifest.describe_outputs(out, ["sft/train.parquet", "sft/val.parquet"]))
     return AnswerOnlyResult(out, len(train), len(val), summary["table2"]["unique_codes"])

@@ -24,6 +24,7 @@ reward alone, which chapter each body system belongs to.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections import defaultdict
@@ -159,17 +160,13 @@ def build(data_dir: str | Path, split: str, out: str | Path, config: FormatDataC
     with manifest.atomic_open(path, "wb") as handle:
         table.to_parquet(handle, index=False)
     (out / "sft" / "val.parquet").unlink(missing_ok=True)
-    data_file = Path(data_dir) / f"{split}.parquet"
-    manifest.write_json(out / "manifest.json", {
-        "stage": "format-data",
-        "created": manifest.now(),
-        "split": split,
-        "prompts": {"target": TARGET, "answers": ANSWERS},
-        "chapter_map": {icd.chapters()[a - 1].roman: icd.chapters()[b - 1].roman for a, b in chapter_map.items()},
-        "config": {"seed": config.seed, "max_words": config.max_words, "limit": config.limit,
-                   "random_share": config.random_share},
-        "inputs": {str(data_file): manifest.sha256_file(data_file)},
-        "outputs": {"sft/train.parquet": manifest.sha256_file(path)},
-        "versions": manifest.versions(),
-    })
+    entry = manifest.record(
+        "format-data", config=dataclasses.asdict(config), seed=config.seed,
+        inputs={split: Path(data_dir) / f"{split}.parquet"},
+        prompts={"target": TARGET, "answers": ANSWERS},
+        result={"split": split, "samples": len(table),
+                "chapter_map": {icd.chapters()[a - 1].roman: icd.chapters()[b - 1].roman
+                                for a, b in chapter_map.items()}},
+    )
+    manifest.write(out, entry, outputs=manifest.describe_outputs(out, ["sft/train.parquet"]))
     return len(table)

@@ -145,9 +145,9 @@ def already_trained(config: GRPORunConfig, final: Path) -> TrlRunResult:
     out = Path(config.out_dir)
     settings = {key: value for key, value in asdict(config).items() if key != "out_dir"}  # the folder may be respelled
     record = checkpoints.finished_record(out, final, settings, "GRPO")
-    training = record["training"]
-    return TrlRunResult(out / "model", out / "manifest.json", training["global_step"],
-                        record["data"]["train"]["dropped_too_long"], training["resumed_from"], 0.0, already_done=True)
+    done = record["result"]
+    return TrlRunResult(out / "model", out / "manifest.json", done["global_step"], done["dropped_too_long"],
+                        done["resumed_from"], 0.0, already_done=True)
 
 
 def _model_dtype(config: GRPORunConfig) -> str:
@@ -224,27 +224,17 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
     _save(trainer, tokenizer, model_dir)
     history = trainer.state.log_history
     log_path, figure = reward_curves.write(history, out)
-    record = {
-        "stage": config.stage,
-        "backend": "trl",
-        "name": config.name,
-        "model": str(model_dir),
-        "init_model": config.model,
-        "seed": config.grpo.seed,
-        "config": asdict(config),
-        "reward": asdict(reward_config),
-        "prompt_version": task.VERSION,
-        "data": {"train": {"path": str(data_path), "sha256": manifest.sha256_file(data_path), "rows": len(dataset),
-                           "dropped_too_long": dropped}},
-        "training": {"global_step": trainer.state.global_step, "resumed_from": resume, "use_vllm": vllm,
-                     "device": str(trainer.accelerator.device), "last_logs": _last_logs(history),
-                     "reward_log": log_path.name, "reward_curves": figure.name if figure else None},
-        "versions": manifest.versions(VERSIONED),
-        "started": started_at,
-        "finished": manifest.now(),
-    }
-    manifest_path = out / "manifest.json"
-    manifest.write_json(manifest_path, record)
+    entry = manifest.record(
+        "train-grpo", method=config.stage, config=asdict(config), seed=config.grpo.seed, created=started_at,
+        inputs={"train": data_path, "model": config.model}, prompts={"task": task.VERSION},
+        result={"backend": "trl", "model": str(model_dir), "global_step": trainer.state.global_step,
+                "resumed_from": resume, "rows": len(dataset), "dropped_too_long": dropped, "use_vllm": vllm,
+                "device": str(trainer.accelerator.device), "reward": asdict(reward_config),
+                "last_logs": _last_logs(history), "reward_log": log_path.name,
+                "reward_curves": figure.name if figure else None},
+        packages=VERSIONED,
+    )
+    manifest_path = manifest.write(out, entry, outputs=manifest.describe_outputs(out, ["model"], hashed=False))
     return TrlRunResult(model_dir, manifest_path, trainer.state.global_step, dropped, resume,
                         time.perf_counter() - started)
 

@@ -695,26 +695,21 @@ class VerlRunResult:
 
 
 def run_manifest(config: GRPORunConfig, argv: Sequence[str]) -> dict:
-    """The run's record before launch: settings, the exact command, data checksums and versions."""
+    """The run's record before launch: settings, the engine's exact command, data checksums and versions."""
     from dataclasses import asdict
 
     from deepicd import manifest
+    from deepicd.prompts import task
     from deepicd.split_tables import verl_path
 
     data = {split: verl_path(config.data_dir, split) for split in ("train", "val")}
-    return {
-        "stage": config.stage,
-        "backend": "verl",
-        "name": config.name,
-        "init_model": config.model,
-        "seed": config.grpo.seed,
-        "config": asdict(config),
-        "command": list(argv),
-        "data": {split: {"path": str(path), "sha256": manifest.sha256_file(path)}
-                 for split, path in data.items() if path.is_file()},
-        "versions": manifest.versions(VERSIONED),
-        "started": manifest.now(),
-    }
+    return manifest.record(
+        "train-grpo", method=config.stage, config=asdict(config), seed=config.grpo.seed,
+        inputs={**{split: path for split, path in data.items() if path.is_file()}, "model": config.model},
+        prompts={"task": task.VERSION},
+        result={"backend": "verl", "command": list(argv), "exit_code": None, "model": None, "exported_from": None},
+        packages=VERSIONED,
+    )
 
 
 def train(config: GRPORunConfig, argv: Sequence[str], *, export_model: bool = True) -> VerlRunResult:
@@ -726,15 +721,14 @@ def train(config: GRPORunConfig, argv: Sequence[str], *, export_model: bool = Tr
     from deepicd import manifest
 
     out = Path(config.out_dir)
-    path = out / "manifest.json"
     record = run_manifest(config, argv)
-    manifest.write_json(path, record)
+    path = manifest.write(out, record, finished=False)
     code = launch(argv)
-    record.update(finished=manifest.now(), exit_code=code)
     model_dir = exported_from = None
     if code == 0 and export_model and config.verl.export_after_training:
         exported_from = find_checkpoint(out / "checkpoints")
         model_dir = export(out / "checkpoints", out / "model")
-        record.update(model=str(model_dir), exported_from=str(exported_from))
-    manifest.write_json(path, record)
+    record["result"].update(exit_code=code, model=str(model_dir) if model_dir else None,
+                            exported_from=str(exported_from) if exported_from else None)
+    manifest.write(out, record, outputs=manifest.describe_outputs(out, ["model"], hashed=False))
     return VerlRunResult(code, path, model_dir, exported_from)

@@ -30,7 +30,6 @@ run trains on everything and never evaluates, as the published SFT did.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -588,41 +587,21 @@ def already_trained(out: Path, config: SFTRunConfig, final: Path) -> SFTResult:
 def write_manifest(
     out: Path, config: SFTRunConfig, source: str, files: tuple, result: SFTResult, accumulation: int, processes: int
 ) -> None:
-    """OUT/manifest.json: what produced OUT/model (config, versions, data checksums, seed, outcome)."""
+    """OUT/manifest.json: what produced OUT/model (config, versions, data checksums, seed, outcome).
+
+    The data folder's `prompts` record (the distillation's oracle prompt, or
+    sft-data's outcome-only target) is carried over: evaluation reads it to tell
+    Table 4's two kinds of student apart.
+    """
     train_path, val_path = files
-    inputs = {str(train_path): manifest.sha256_file(train_path)}
-    if val_path is not None:
-        inputs[str(val_path)] = manifest.sha256_file(val_path)
-    distill_manifest = train_path.parent.parent / "manifest.json"
-    upstream = None
-    if distill_manifest.is_file():
-        try:
-            upstream = json.loads(distill_manifest.read_text(encoding="utf-8")).get("prompts")
-        except json.JSONDecodeError:
-            upstream = None
-    manifest.write_json(
-        out / "manifest.json",
-        {
-            "stage": "sft",
-            "created": manifest.now(),
-            "seed": config.seed,
-            "base_model": str(source),
-            "config": dataclasses.asdict(config),
-            "processes": processes,
-            "gradient_accumulation_steps": accumulation,
-            "versions": manifest.versions(),
-            "inputs": inputs,
-            "prompts": upstream,
-            "result": {
-                "steps": result.steps,
-                "resumed_from": result.resumed_from,
-                "train_loss": result.train_loss,
-                "eval_loss": result.eval_loss,
-                "samples": result.samples,
-                "dropped_too_long": result.dropped_too_long,
-                "truncated": result.truncated,
-                "seconds": round(result.seconds, 1),
-            },
-            "model": str(result.model_dir),
-        },
+    upstream = manifest.read(train_path.parent.parent / manifest.FILE).get("prompts")
+    entry = manifest.record(
+        "sft", method="sft", config=dataclasses.asdict(config), seed=config.seed,
+        inputs={"train": train_path, "val": val_path, "model": source}, prompts=upstream,
+        result={"model": str(result.model_dir), "steps": result.steps, "resumed_from": result.resumed_from,
+                "train_loss": result.train_loss, "eval_loss": result.eval_loss, "samples": result.samples,
+                "dropped_too_long": result.dropped_too_long, "truncated": result.truncated,
+                "processes": processes, "gradient_accumulation_steps": accumulation,
+                "seconds": round(result.seconds, 1)},
     )
+    manifest.write(out, entry, outputs=manifest.describe_outputs(out, ["model"], hashed=False))
