@@ -62,14 +62,21 @@ FILE = "manifest.json"
 
 
 def describe_input(path: str | Path | None) -> dict | None:
-    """Path, size and sha256 of a file; path and kind of a folder or of a name (a hub id, a served model)."""
+    """Path, size and sha256 of a file; of a folder (a model), its file count, size and latest change.
+
+    A folder is not hashed (a model's weights can be tens of gigabytes), but a
+    model retrained in place changes its size or time, so a rerun can tell.
+    A name (a hub id, a served model) is recorded as given.
+    """
     if path is None or path == "":
         return None
     p = Path(path)
     if p.is_file():
         return {"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
     if p.is_dir():
-        return {"path": str(p.resolve()), "kind": "folder"}
+        stats = [f.stat() for f in p.rglob("*") if f.is_file()]
+        return {"path": str(p.resolve()), "kind": "folder", "files": len(stats),
+                "bytes": sum(s.st_size for s in stats), "modified_ns": max((s.st_mtime_ns for s in stats), default=0)}
     return {"path": str(path), "kind": "name"}
 
 

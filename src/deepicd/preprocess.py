@@ -20,7 +20,7 @@ from typing import Optional
 import pyarrow as pa
 
 from deepicd import config as config_lib
-from deepicd import manifest
+from deepicd import manifest, run_folder
 from deepicd.manifest import staged_directory
 from deepicd.errors import ConfigError, UserError
 from deepicd.mimic import sections
@@ -116,18 +116,31 @@ def dropped_warning(counts: dict, threshold: float) -> str | None:
             "report.md lists every reason")
 
 
-def run(config: PreprocessConfig) -> Path:
-    """Run the stage; returns the output folder."""
+# Settings that change where or how fast the stage runs, not what it writes.
+NOT_OUTPUT_SETTINGS = ("mimic_dir", "note_dir", "out", "overwrite", "workers", "progress", "block_size_mb",
+                       "warn_dropped_share")
+
+
+@dataclass
+class PreprocessResult:
+    out: Path
+    counts: dict  # the manifest's `result.counts`: funnel, drops, checks, split sizes
+    already_done: bool = False  # OUT held this very run; nothing was written
+
+
+def run(config: PreprocessConfig) -> PreprocessResult:
+    """Run the stage into `config.out` (see deepicd.run_folder for what a rerun does)."""
     require_paths(config)
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} exists and is not a folder")
-    if out.exists() and not config.overwrite:
-        raise UserError(f"output folder {out} already exists; pass --overwrite (overwrite=true) to replace it")
     inputs = locate_inputs(config)
+    run_folder.refuse_overlap([out], dict(inputs.items()))
+    done = run_folder.previous_run(out, "preprocess", config_lib.to_dict(config), dict(inputs.items()),
+                                   overwrite=config.overwrite, ignore=NOT_OUTPUT_SETTINGS)
+    if done is not None:
+        return PreprocessResult(out, done["result"]["counts"], already_done=True)
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with staged_directory(out, replace=config.overwrite) as folder:
+    with staged_directory(out, replace=config.overwrite or out.is_dir()) as folder:
         with OntologyService(background=config.workers > 0) as service:
             collected = collect(inputs, config)
             if len(collected.kept.text) == 0:
@@ -144,5 +157,5 @@ def run(config: PreprocessConfig) -> Path:
             packages=("deepicd", "pyarrow", "numpy", "simple-icd-10-cm", "hydra-core"),
         )
         manifest.write(folder, entry, outputs=manifest.describe_outputs(folder))
-    return out
+    return PreprocessResult(out, counts)
 

@@ -107,7 +107,7 @@ class Mimic:
 
 
 def preprocess(mimic_dir: Path, out: Path, *overrides: str) -> Path:
-    """Run the stage in-process; no worker processes (workers=0) unless overridden."""
+    """Run the stage in-process (no worker processes, workers=0, unless overridden); returns the output folder."""
     config = load_config("default", [f"mimic_dir={mimic_dir}", f"out={out}", "progress=false", "workers=0",
                                      *overrides])
-    return run(config)
+    return run(config).out

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -148,13 +150,30 @@ def test_same_inputs_give_byte_identical_tables_and_an_existing_output_is_kept(h
     # the report differs only in the configuration it quotes (output path, workers)
     head = (first / "report.md").read_text().split("## Configuration")[0]
     assert head == (again / "report.md").read_text().split("## Configuration")[0]
-    before = (again / "splits.csv").read_bytes()
-    with pytest.raises(UserError, match="already exists"):
+    before, recorded = (again / "splits.csv").read_bytes(), (again / "manifest.json").read_bytes()
+    # The same run again (workers change the speed, not the output): nothing is done.
+    from deepicd.preprocess import load_config, run
+    settings = [f"mimic_dir={root}", f"out={again}", "progress=false", "split.min_count=1", "seed=3"]
+    same = run(load_config("default", [*settings, "workers=0"]))
+    assert same.already_done and same.counts == json.loads(recorded)["result"]["counts"]
+    assert (again / "manifest.json").read_bytes() == recorded
+    with pytest.raises(UserError, match="already holds a preprocess run with other settings \\(seed\\).*--overwrite"):
         preprocess(root, again, "split.min_count=1")
     assert (again / "splits.csv").read_bytes() == before
     preprocess(root, again, "split.min_count=1", "seed=4", "overwrite=true")
     assert json.loads((again / "manifest.json").read_text())["seed"] == 4
-    assert [p.name for p in tmp_path.iterdir()] == ["again"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]
+    # The same files elsewhere are the same inputs; other bytes are another run.
+    moved = shutil.copytree(root, tmp_path / "moved")
+    assert run(load_config("default", [f"mimic_dir={moved}", f"out={again}", "progress=false", "workers=0",
+                                       "split.min_count=1", "seed=4"])).already_done
+    changed = moved / "hosp" / "admissions.csv.gz"
+    changed.write_bytes(gzip.compress(gzip.decompress(changed.read_bytes()), mtime=0))
+    with pytest.raises(UserError, match=r"other settings \(input admissions\)"):
+        preprocess(moved, again, "split.min_count=1", "seed=4")
+    # An output folder that holds the input would delete it.
+    with pytest.raises(UserError, match="holds the input"):
+        preprocess(root, root.parent, "split.min_count=1", "overwrite=true")
 
 
 def test_an_interrupted_run_leaves_nothing(handmade, tmp_path, monkeypatch):

@@ -18,11 +18,14 @@ def main(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists (only once the new output is complete)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. split.min_count=2 seed=7 progress=false."),
 ) -> None:
-    """Build the admission-note datasets of the task from MIMIC-IV and MIMIC-IV-Note."""
-    import json
+    """Build the admission-note datasets of the task from MIMIC-IV and MIMIC-IV-Note.
 
+    Rerun into the same --out with the same settings and inputs, it does nothing and says so; with other
+    settings it refuses unless --overwrite is given.
+    """
     from deepicd.config import with_fields
     from deepicd.preprocess import dropped_warning, load_config, run
+    from deepicd.run_folder import already_done
 
     with user_errors():
         # Options win over the preset; set as fields (not overrides) so paths need no quoting.
@@ -30,13 +33,15 @@ def main(
             "mimic_dir": str(mimic_dir), "out": str(out), "note_dir": str(note_dir) if note_dir else None,
             "overwrite": True if overwrite else None,
         })
-        folder = run(settings)
-    counts = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["result"]["counts"]
+        result = run(settings)
+    if result.already_done:
+        typer.echo(already_done(result.out))
+    counts = result.counts
     warning = dropped_warning(counts, settings.warn_dropped_share)
     if warning:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     splits = counts["splits"]
     typer.echo(
         f"kept {sum(splits.values())} admissions (train {splits['train']}, val {splits['val']}, "
-        f"test {splits['test']}) -> {folder}; see {folder / 'report.md'}"
+        f"test {splits['test']}) -> {result.out}; see {result.out / 'report.md'}"
     )
