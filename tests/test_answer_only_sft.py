@@ -69,8 +69,13 @@ def test_validation_patients_are_held_out_whole(tmp_path, data_dir):
     val = pd.read_parquet(out / "sft" / "val.parquet")
     assert len(train) + len(val) == len(CODES) and len(val) >= 2
     assert not set(train["subject_id"]) & set(val["subject_id"])
+    # The same command does nothing; other settings need --overwrite.
+    same = runner.invoke(app, ["sft-data", "--data", str(data_dir), "--out", str(out), "--val-fraction", "0.3"])
+    assert same.exit_code == 0 and "already holds this run" in same.output
+    other = runner.invoke(app, ["sft-data", "--data", str(data_dir), "--out", str(out)])
+    assert other.exit_code == 2 and "other settings (val_fraction)" in other.output
     # A rebuild without validation patients leaves no stale val.parquet behind.
-    assert runner.invoke(app, ["sft-data", "--data", str(data_dir), "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["sft-data", "--data", str(data_dir), "--out", str(out), "--overwrite"]).exit_code == 0
     assert not (out / "sft" / "val.parquet").exists()
 
 
@@ -87,7 +92,10 @@ def test_like_a_distilled_set_keeps_its_notes_and_their_split(tmp_path, data_dir
     assert json.loads((out / "stats.json").read_text())["kept"] == 4
 
     pd.DataFrame({"hadm_id": ["9999"], "prompt": [[]]}).to_parquet(distill / "val.parquet")
-    refused = runner.invoke(app, ["sft-data", "--data", str(data_dir), "--out", str(out), "--like", str(tmp_path / "distill")])
+    args = ["sft-data", "--data", str(data_dir), "--out", str(out), "--like", str(tmp_path / "distill")]
+    changed = runner.invoke(app, args)
+    assert changed.exit_code == 2 and "other settings (input like)" in changed.output.replace("\n", " ")
+    refused = runner.invoke(app, [*args, "--overwrite"])
     assert refused.exit_code == 2 and "hadm_id 9999" in refused.output.replace("\n", " ")
 
 

@@ -141,9 +141,20 @@ def test_same_seed_same_files_other_seed_other_weights(tiny_model, loaded, tmp_p
     assert not torch.equal(first, other.get_input_embeddings().weight)
 
 
-def test_build_refuses_a_non_empty_folder(tiny_model):
-    with pytest.raises(UserError, match="--force"):
-        tiny.build(tiny_model, tiny.load_config())
+def test_a_rebuild_is_a_no_op_and_other_settings_need_overwrite(tiny_model, tmp_path):
+    before = (tiny_model / "model.safetensors").stat().st_mtime_ns
+    same = tiny.build(tiny_model, tiny.load_config())
+    assert same.already_done and same.parameters > 0 and same.corpus[0].name == "built-in"
+    assert (tiny_model / "model.safetensors").stat().st_mtime_ns == before
+    with pytest.raises(UserError, match=r"other settings \(seed\).*--overwrite"):
+        tiny.build(tiny_model, tiny.load_config(overrides=["seed=7"]))
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="files without a deepicd manifest"):
+        tiny.build(stray, tiny.load_config())
+    with pytest.raises(UserError, match="holds the input corpus-0"):
+        tiny.build(tmp_path, tiny.load_config(), [stray / "notes.txt"], overwrite=True)
 
 
 def test_corpus_readers(tmp_path):
@@ -248,7 +259,7 @@ def test_missing_pad_token_reuses_eos(tiny_model):
 def test_cli_help_lists_the_options():
     result = CliRunner().invoke(app, ["tiny-model", "--help"])
     assert result.exit_code == 0
-    for option in ["--out", "--corpus", "--config", "--force"]:
+    for option in ["--out", "--corpus", "--config", "--overwrite"]:
         assert option in result.output
 
 

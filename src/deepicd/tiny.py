@@ -111,6 +111,7 @@ class BuildResult:
     vocab_size: int
     corpus: list[CorpusSource] = field(default_factory=list)
     seconds: float = 0.0
+    already_done: bool = False  # OUT held this very model; nothing was built
 
 
 def _check(config: TinyModelConfig) -> None:
@@ -311,29 +312,33 @@ def init_model(config: TinyModelConfig, tokenizer):
     return model
 
 
-def _prepare_target(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} exists and is a file")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"output folder {out} is not empty; pass --force to replace it")
-
-
 def build(
     out: str | Path,
     config: TinyModelConfig | None = None,
     corpus_files: Sequence[str | Path] = (),
     *,
-    force: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> BuildResult:
-    """Train the tokenizer, initialise the model and save both to `out`, which appears only when complete."""
+    """Train the tokenizer, initialise the model and save both to `out`, which appears only when complete.
+
+    An `out` that holds this very model (same config, same corpus files) is kept and its record returned;
+    anything else there needs `overwrite` (see deepicd.run_folder).
+    """
     from tqdm import tqdm
 
+    from deepicd import run_folder
     from deepicd.prompts import task
 
     config = config or TinyModelConfig()
     out = Path(out)
-    _prepare_target(out, force)
+    corpus = {f"corpus-{index}": Path(path) for index, path in enumerate(corpus_files)}
+    run_folder.refuse_overlap([out], corpus)
+    done = run_folder.previous_run(out, "tiny-model", asdict(config), corpus, overwrite=overwrite)
+    if done is not None:
+        made = done["result"]
+        return BuildResult(out, made["parameters"], made["vocab_size"],
+                           [CorpusSource(**source) for source in made["corpus"]], already_done=True)
     started = time.perf_counter()
     steps = tqdm(total=4, desc="collecting corpus", unit="step", disable=not progress)
     documents, sources = collect_corpus([Path(f) for f in corpus_files], config.corpus_max_chars, progress)
@@ -354,8 +359,7 @@ def build(
             tokenizer.save_pretrained(staging, save_jinja_files=False)
             entry = manifest.record(
                 "tiny-model", config=asdict(config), seed=config.seed, prompts={"task": task.VERSION},
-                inputs={f"corpus-{index}": Path(source.name) for index, source in enumerate(sources)
-                        if Path(source.name).is_file()},
+                inputs=corpus,
                 result={"architecture": "Qwen2ForCausalLM", "parameters": parameters, "vocab_size": len(tokenizer),
                         "corpus": [asdict(source) for source in sources]},
                 packages=("deepicd", "torch", "transformers", "tokenizers"),

@@ -51,6 +51,15 @@ def test_samples_name_the_body_system_and_answer_from_another_chapter(tmp_path):
     again = CliRunner().invoke(app, ["format-data", "--data", str(data), "--out", str(tmp_path / "again"), "--max-words", "6",
                                      "--random-share", "0"])
     assert again.exit_code == 0 and pd.read_parquet(tmp_path / "again" / "sft" / "train.parquet").equals(table)
+    # The same command into the same folder does nothing; other settings there need --overwrite.
+    args = ["format-data", "--data", str(data), "--out", str(tmp_path / "again"), "--max-words", "6"]
+    same = CliRunner().invoke(app, [*args, "--random-share", "0"])
+    assert same.exit_code == 0 and "already holds this run" in same.output and "300 format-only samples" in same.output
+    other = CliRunner().invoke(app, [*args, "--random-share", "0.5"])
+    assert other.exit_code == 2 and "other settings (random_share)" in other.output
+    assert pd.read_parquet(tmp_path / "again" / "sft" / "train.parquet").equals(table)
+    replaced = CliRunner().invoke(app, [*args, "--random-share", "0.5", "--overwrite"])
+    assert replaced.exit_code == 0 and not pd.read_parquet(tmp_path / "again" / "sft" / "train.parquet").equals(table)
 
 
 def test_a_random_share_of_answers_comes_from_the_whole_split(tmp_path):

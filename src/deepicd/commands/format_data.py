@@ -18,12 +18,17 @@ def main(
     limit: int = typer.Option(0, "--limit", min=0, help="Use only the first N notes of the split (0: all)."),
     random_share: float = typer.Option(0.2, "--random-share", min=0.0, max=1.0,
                                        help="Share of answers drawn from the whole split instead of the wrong chapter."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace what --out holds when it is not this very set (which is kept: a rerun does nothing)."),
 ) -> None:
     """Task prompt -> `<think>` the note's complaint and body system `</think><diagnosis>` a code of another
     chapter (one fixed, shuffled map of chapters): a base that answers in format with clinical words and is
     wrong at chapter level, for GRPO to correct from the reward. Then: deepicd sft --data OUT ..."""
+    from deepicd.run_folder import already_done
     from deepicd.train.format_data import FormatDataConfig, build
 
     with user_errors():
-        count = build(data, split, out, FormatDataConfig(seed=seed, max_words=max_words, limit=limit, random_share=random_share))
-    typer.echo(f"{count} format-only samples (answers from shuffled chapters) -> {out / 'sft'}")
+        config = FormatDataConfig(seed=seed, max_words=max_words, limit=limit, random_share=random_share)
+        result = build(data, split, out, config, overwrite=overwrite)
+    if result.already_done:
+        typer.echo(already_done(out))
+    typer.echo(f"{result.samples} format-only samples (answers from shuffled chapters) -> {out / 'sft'}")

@@ -18,16 +18,20 @@ def main(
     seed: int = typer.Option(42, "--seed", help="Seed of the patient-level train/val assignment (as `deepicd distill`'s split_seed)."),
     limit: int = typer.Option(0, "--limit", min=0, help="Use only the first N notes of the split (0: all)."),
     like: Optional[Path] = typer.Option(None, "--like", help="A `deepicd distill` output folder: keep only the notes its SFT set kept, with its train/val assignment, so both Table 4 students see the same notes (--val-fraction and --seed are then unused)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace what --out holds when it is not this very set (which is kept: a rerun does nothing)."),
 ) -> None:
     """Build the outcome-only SFT set of the paper's Table 4: each note's code-only prompt and its gold answer, no reasoning.
 
     Then: deepicd sft --data OUT ... and deepicd evaluate --code-only --model RUN/model ...
     """
+    from deepicd.run_folder import already_done
     from deepicd.train.answer_only import AnswerOnlyConfig, build
 
     with user_errors():
         config = AnswerOnlyConfig(val_fraction=val_fraction, split_seed=seed, limit=limit, like=str(like or ""))
-        result = build(data, split, out, config)
+        result = build(data, split, out, config, overwrite=overwrite)
+    if result.already_done:
+        typer.echo(already_done(out))
     typer.echo(
         f"{result.train} train / {result.val} val outcome-only samples, {result.codes} codes -> {result.out / 'sft'}"
     )

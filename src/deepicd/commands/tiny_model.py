@@ -14,16 +14,20 @@ def main(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the Hugging Face model into (config.json, model.safetensors, tokenizer files)."),
     corpus: Optional[list[Path]] = typer.Option(None, "--corpus", help="Extra tokenizer training text: .txt/.md files, or .jsonl/.parquet with a 'text' column (e.g. a preprocess train.parquet). Repeatable."),
     config: str = typer.Option("default", "--config", "-c", help="Tiny-model preset name (configs/tiny/NAME.yaml) or a YAML file."),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it already holds files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT when it holds anything but this very model (which is kept: a rerun does nothing)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. hidden_size=256 num_hidden_layers=4 seed=7."),
 ) -> None:
     """Build a tiny Qwen2-architecture chat model with a locally trained tokenizer; nothing is downloaded."""
     from deepicd import tiny
+    from deepicd.run_folder import already_done
 
     with user_errors():
         settings = tiny.load_config(config, list(overrides or []))
         typer.echo(f"building tiny model in {out} (seed {settings.seed})", err=True)
-        result = tiny.build(out, settings, list(corpus or []), force=force, progress=True)
+        result = tiny.build(out, settings, list(corpus or []), overwrite=overwrite, progress=True)
+    if result.already_done:
+        typer.echo(already_done(out))
+        return
     chars = sum(source.chars for source in result.corpus)
     typer.echo(
         f"wrote {result.path}: {result.parameters:,} parameters, vocabulary {result.vocab_size}, "

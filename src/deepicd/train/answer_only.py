@@ -55,6 +55,7 @@ class AnswerOnlyResult:
     train: int
     val: int
     codes: int
+    already_done: bool = False  # OUT held this very set; nothing was written
 
 
 def samples(frame: pd.DataFrame) -> pd.DataFrame:
@@ -150,17 +151,27 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
         table.to_parquet(handle, index=False)
 
 
-def build(data_dir: str | Path, split_name: str, out: str | Path, config: AnswerOnlyConfig) -> AnswerOnlyResult:
-    """Write OUT/sft/{train,val}.parquet, OUT/stats.json and OUT/manifest.json for one preprocess split."""
+def build(data_dir: str | Path, split_name: str, out: str | Path, config: AnswerOnlyConfig, *,
+          overwrite: bool = False) -> AnswerOnlyResult:
+    """Write OUT/sft/{train,val}.parquet, OUT/stats.json and OUT/manifest.json for one preprocess split.
+
+    See deepicd.run_folder for what a rerun into the same OUT does.
+    """
+    from deepicd import run_folder
     from deepicd.split_tables import read_notes
     from deepicd.prompts import code_only
 
+    out = Path(out)
+    inputs = {split_name: Path(data_dir) / f"{split_name}.parquet", "like": config.like or None}
+    run_folder.refuse_overlap([out / "sft", out / "stats.json", out / manifest.FILE], inputs)
+    done = run_folder.previous_run(out, "sft-data", dataclasses.asdict(config), inputs, overwrite=overwrite,
+                                   ignore=("like",))
+    if done is not None:
+        made = done["result"]
+        return AnswerOnlyResult(out, made["sft_train"], made["sft_val"], made["table2"]["unique_codes"], True)
     frame = read_notes(data_dir, split_name)
     if config.limit:
         frame = frame.head(config.limit)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
     table = samples(frame)
     if config.like:
         train, val = split_like(table, Path(config.like))
@@ -178,7 +189,7 @@ def build(data_dir: str | Path, split_name: str, out: str | Path, config: Answer
     manifest.write_json(out / "stats.json", summary)
     entry = manifest.record(
         "sft-data", config=dataclasses.asdict(config), seed=config.split_seed,
-        inputs={split_name: Path(data_dir) / f"{split_name}.parquet", "like": config.like or None},
+        inputs=inputs,
         # `deepicd sft` copies this record into the model's manifest (Table 4 reads `target`).
         prompts={"code_only": code_only.VERSION, "target": TARGET},
         result={"split": split_name, **{k: summary[k] for k in ("table2", "sft_train", "sft_val")}},

@@ -70,6 +70,13 @@ class FormatDataConfig:
         require(0.0 <= self.random_share <= 1.0, where, "random_share", "must be in [0, 1]", self.random_share)
 
 
+@dataclass
+class FormatDataResult:
+    out: Path
+    samples: int
+    already_done: bool = False  # OUT held this very set; nothing was written
+
+
 def sentences(text: str) -> list[str]:
     """Sentences of a note body with at least three words, headers and `___` spans left out."""
     body = re.sub(r"^[A-Z][A-Z /]+:\s*", "", text, flags=re.MULTILINE)
@@ -144,17 +151,24 @@ def samples(frame: pd.DataFrame, config: FormatDataConfig) -> tuple[pd.DataFrame
     return pd.DataFrame(rows, columns=COLUMNS), chapter_map
 
 
-def build(data_dir: str | Path, split: str, out: str | Path, config: FormatDataConfig) -> int:
-    """Write OUT/sft/train.parquet and OUT/manifest.json; returns the number of samples."""
+def build(data_dir: str | Path, split: str, out: str | Path, config: FormatDataConfig, *,
+          overwrite: bool = False) -> FormatDataResult:
+    """Write OUT/sft/train.parquet and OUT/manifest.json (see deepicd.run_folder for what a rerun does)."""
+    from deepicd import run_folder
     from deepicd.split_tables import read_notes
 
+    out = Path(out)
+    inputs = {split: Path(data_dir) / f"{split}.parquet"}
+    run_folder.refuse_overlap([out / "sft" / "train.parquet", out / manifest.FILE], inputs)
+    done = run_folder.previous_run(out, "format-data", dataclasses.asdict(config), inputs, overwrite=overwrite)
+    if done is not None:
+        return FormatDataResult(out, done["result"]["samples"], already_done=True)
     frame = read_notes(data_dir, split)
     if config.limit:
         frame = frame.head(config.limit)
     if frame.empty:
         raise UserError(f"no notes in the {split} split of {data_dir}")
     table, chapter_map = samples(frame, config)
-    out = Path(out)
     path = out / "sft" / "train.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     with manifest.atomic_open(path, "wb") as handle:
@@ -162,11 +176,11 @@ def build(data_dir: str | Path, split: str, out: str | Path, config: FormatDataC
     (out / "sft" / "val.parquet").unlink(missing_ok=True)
     entry = manifest.record(
         "format-data", config=dataclasses.asdict(config), seed=config.seed,
-        inputs={split: Path(data_dir) / f"{split}.parquet"},
+        inputs=inputs,
         prompts={"target": TARGET, "answers": ANSWERS},
         result={"split": split, "samples": len(table),
                 "chapter_map": {icd.chapters()[a - 1].roman: icd.chapters()[b - 1].roman
                                 for a, b in chapter_map.items()}},
     )
     manifest.write(out, entry, outputs=manifest.describe_outputs(out, ["sft/train.parquet"]))
-    return len(table)
+    return FormatDataResult(out, len(table))
