@@ -116,14 +116,14 @@ class Demo:
                                             f"seed={c.seed}", *c.preprocess])
         tiny = self.path("models", "tiny")
         self.step("tiny model", tiny, ["tiny-model", "--out", str(tiny), "--corpus", str(self.data / "train.parquet"),
-                                       f"seed={c.seed}"])
+                                       f"seed={c.seed}", "--overwrite"])
         # The paper starts from an instruct model: teach the tiny one the format, the notes' words and their
         # body systems, with every answer from a wrong chapter, so it answers in format but misses every
         # chapter, and GRPO has something to learn from the reward (see deepicd.train.format_data).
         format_data = self.path("format-data")
         self.step("format-only SFT data (answers from wrong chapters)", format_data, [
             "format-data", "--data", str(self.data), "--split", "train", "--out", str(format_data),
-            "--seed", str(c.seed)])
+            "--seed", str(c.seed), "--overwrite"])
         instruct = self.path("models", "instruct")
         self.step("instruct-like base (SFT on the format)", instruct, [
             "sft", "--config", "tiny-cpu", "--data", str(format_data), "--model", str(tiny), "--out", str(instruct),
@@ -151,7 +151,8 @@ class Demo:
         # on the notes the distilled set kept, so the two students differ in their targets only.
         outcome_data = self.path("sft-outcome-data")
         self.step("outcome-only SFT data", outcome_data, ["sft-data", "--data", str(self.data), "--split", "train",
-                                                          "--out", str(outcome_data), "--like", str(distill)])
+                                                          "--out", str(outcome_data), "--like", str(distill),
+                                                          "--overwrite"])
         sft_outcome = self.path("sft-outcome")
         self.step("outcome-only SFT", sft_outcome, ["sft", "--config", "tiny-cpu", "--data", str(outcome_data), "--model",
                                                     str(base), "--out", str(sft_outcome), *c.sft, *c.sft_outcome])
@@ -160,12 +161,12 @@ class Demo:
         for stage, model in models.items():
             target = self.path("eval", stage)
             self.step(f"evaluate {stage}", target, ["evaluate", "--model", str(model), "--data", str(self.data),
-                                                    "--out", str(target), "--stage", stage, "--force", *c.evaluate])
+                                                    "--out", str(target), "--stage", stage, "--overwrite", *c.evaluate])
             evals.append(target)
         target = self.path("eval", "sft-outcome")
         self.step("evaluate sft-outcome (code-only)", target, [
             "evaluate", "--model", str(sft_outcome / "model"), "--data", str(self.data), "--out", str(target),
-            "--stage", "sft", "--code-only", "--force", *c.evaluate])
+            "--stage", "sft", "--code-only", "--overwrite", *c.evaluate])
         evals.append(target)
         report = self.path("report")
         (report / ".done").unlink(missing_ok=True)  # the tables always reflect the evaluations on disk

@@ -218,13 +218,21 @@ def test_usage_errors(tmp_path, predictions, data_dir):
         assert message in result.output.replace("\n", " "), (args, result.output)
 
 
-def test_an_existing_evaluation_needs_force(tmp_path, predictions):
+def test_the_same_evaluation_is_kept_and_another_needs_overwrite(tmp_path, predictions):
     out = tmp_path / "eval"
     args = ["--predictions", str(predictions), "--out", str(out), "bootstrap.samples=0", "plots=false"]
     assert run(*args).exit_code == 0
+    recorded = (out / "manifest.json").read_bytes()
     again = run(*args)
-    assert again.exit_code == 2 and "--force" in again.output
-    assert run(*args, "--force").exit_code == 0
+    assert again.exit_code == 0 and "already holds this run" in again.output and "notes scored" in again.output
+    assert (out / "manifest.json").read_bytes() == recorded
+    other = run(*args, "--stage", "sft")
+    assert other.exit_code == 2 and "other settings (stage)" in other.output and "--overwrite" in other.output
+    assert run(*args, "--stage", "sft", "--overwrite").exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["method"] == "sft"
+    # Scoring a file into the folder it came from would replace it.
+    inside = run("--predictions", str(out / "predictions.jsonl"), "--out", str(out), "--overwrite")
+    assert inside.exit_code == 2 and "is the input predictions" in inside.output
 
 
 def test_labels_option_overrides_the_data_folder(tmp_path, predictions, data_dir):

@@ -44,21 +44,24 @@ def test_model_mode_generates_scores_and_resumes(tmp_path, tiny_model, data_dir)
     assert manifest["inputs"]["split"]["sha256"] and manifest["outputs"]["predictions.jsonl"]["sha256"]
     assert manifest["prompts"]["evaluation"]
 
-    # Rescoring with --force reuses the generations made with the same settings.
+    # The same evaluation again does nothing.
     before = (out / "generations.jsonl").read_text()
-    again = run(*base, "--force", "--stage", "sft")
+    same = run(*base)
+    assert same.exit_code == 0 and "already holds this run" in same.output
+    # Rescoring with --overwrite reuses the generations made with the same settings.
+    again = run(*base, "--overwrite", "--stage", "sft")
     assert again.exit_code == 0, again.output
     assert (out / "generations.jsonl").read_text() == before
     assert json.loads((out / "manifest.json").read_text())["method"] == "sft"
 
-    # Other sampling settings must not be mixed into the same generations file: --force starts over.
-    changed = run(*base, "--force", "sampling.max_new_tokens=8")
+    # Other sampling settings must not be mixed into the same generations file: --overwrite starts over.
+    changed = run(*base, "--overwrite", "sampling.max_new_tokens=8")
     assert changed.exit_code == 0, changed.output
     assert json.loads((out / "generations.settings.json").read_text())["sampling"]["max_new_tokens"] == 8
     assert len(lines(out / "generations.jsonl")) == 4
     refused = run("--model", str(tiny_model), "--data", str(data_dir), "--out", str(out), "--limit", "4",
                   *FAST[1:], "sampling.max_new_tokens=10")
-    assert refused.exit_code == 2 and "--force" in refused.output
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
 
 
 @pytest.mark.slow

@@ -20,17 +20,18 @@ def main(
     labels: Optional[str] = typer.Option(None, "--labels", help="Label space: a CSV with a 'code' column, 'train' (labels.csv of --data; the default) or 'all-splits' (first codes of train, val and test of --data, as the paper counts its classes). Sets labels=."),
     config: str = typer.Option("default", "--config", "-c", help="Evaluation preset name (configs/evaluate/NAME.yaml: default, paper, paper-llama3.1, code-only) or a YAML file."),
     code_only: bool = typer.Option(False, "--code-only", help="Ask for the code alone, with no reasoning and no <think> prefill, and read answers that way (Table 4's outcome-only models). Sets prompt=code-only prefill=''."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Method of the evaluated model for `deepicd report`: baseline, grpo, sft or sft-grpo (default: the model manifest's stage)."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Method of the evaluated model for `deepicd report`: baseline, grpo, sft or sft-grpo (default: the method the model's manifest records)."),
     samples: Optional[int] = typer.Option(None, "--samples", "-k", min=1, help="Answers sampled per note in --model mode (self-consistency); needs sampling.temperature > 0. Sets sampling.n=."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Generation backend for --model: transformers, openai or vllm; sets generator.backend=."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Evaluate only the first N notes (0: all); sets limit=."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing evaluation in --out (matching generations are reused)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an evaluation in --out made with other settings or inputs (generations made with the same sampling settings are reused); the same evaluation again is kept and nothing is redone."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. bootstrap.samples=200 nil_scope=all sampling.temperature=0.7."),
 ) -> None:
     """Score first-diagnosis predictions at chapter, category and full-code level (Table 3 metrics and more)."""
     from deepicd.config import with_fields
     from deepicd.evaluate.config import load_evaluate_config
     from deepicd.evaluate.run import evaluate_model, evaluate_predictions
+    from deepicd.run_folder import already_done
 
     with user_errors():
         if (model is None) == (predictions is None):
@@ -46,10 +47,12 @@ def main(
         if predictions is not None:
             if samples is not None or backend is not None:
                 raise UserError("--samples and --backend apply to --model mode; a predictions file brings its own samples")
-            evaluation = evaluate_predictions(predictions, out, settings, data_dir=data, force=force, progress=True)
+            result = evaluate_predictions(predictions, out, settings, data_dir=data, overwrite=overwrite, progress=True)
         else:
-            evaluation = evaluate_model(model, data, out, settings, force=force, progress=True)
-    metrics = evaluation.metrics
+            result = evaluate_model(model, data, out, settings, overwrite=overwrite, progress=True)
+    if result.already_done:
+        typer.echo(already_done(out))
+    metrics = result.metrics
     typer.echo(f"{metrics['n']} notes scored -> {out}")
     typer.echo(f"{'level':<10} {'macro R':>8} {'macro P':>8} {'macro F1':>9} {'micro F1':>9}")
     for level in ("chapter", "category", "full_code"):

@@ -91,23 +91,23 @@ def read_done(path: Path) -> dict[str, list[str]]:
     return done
 
 
-def _restart(out: Path, config: EvaluateConfig, force: bool) -> bool:
-    """Whether earlier generations must be dropped: made with other settings (allowed only with --force)."""
+def _restart(out: Path, config: EvaluateConfig, overwrite: bool) -> bool:
+    """Whether earlier generations must be dropped: made with other settings (allowed only with --overwrite)."""
     if not (out / GENERATIONS).is_file():
         return False
     settings_path = out / SETTINGS
     previous = json.loads(settings_path.read_text(encoding="utf-8")) if settings_path.is_file() else {}
     current = _settings(config)
     changed = sorted(key for key in current if previous.get(key) != current[key])
-    if changed and not force:
+    if changed and not overwrite:
         raise UserError(
             f"{out / GENERATIONS} was generated with other settings ({', '.join(changed)} differ); "
-            "pass --force to start over, or choose another --out"
+            "pass --overwrite to start over, or choose another --out"
         )
     return bool(changed)
 
 
-def generate(notes: pd.DataFrame, config: EvaluateConfig, out: Path, *, force: bool = False) -> dict[str, list[str]]:
+def generate(notes: pd.DataFrame, config: EvaluateConfig, out: Path, *, overwrite: bool = False) -> dict[str, list[str]]:
     """Completions (k per note) for every note, keyed by hadm_id as a string, generating only what is missing."""
     from deepicd.evaluate import prompting
     from deepicd.generate import build_generator
@@ -123,7 +123,7 @@ def generate(notes: pd.DataFrame, config: EvaluateConfig, out: Path, *, force: b
         )
     gold = {key: normalize_gold(code) for key, code in zip(keys, notes["first_code"])}
     path = out / GENERATIONS
-    restart = _restart(out, config, force)
+    restart = _restart(out, config, overwrite)
     done = {} if restart else read_done(path)
     messages = prompting.messages(config)
     requests = [

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +43,31 @@ from deepicd.rewards.completion import normalize_gold
 OUTPUTS = ("predictions.jsonl", "metrics.json", "report.md", "manifest.json")
 
 
-def check_out(out: Path, force: bool) -> None:
-    """Refuse to overwrite a finished evaluation unless asked to."""
+@dataclass
+class EvaluateResult:
+    out: Path
+    metrics: dict  # what metrics.json holds
+    already_done: bool = False  # OUT held this very evaluation; nothing was redone
+
+
+def previous_evaluation(out: Path, config: EvaluateConfig, inputs: dict, overwrite: bool) -> EvaluateResult | None:
+    """OUT's finished evaluation with these settings and inputs, which stands; None when there is work to do.
+
+    Follows deepicd.run_folder, except that a folder without a manifest is an
+    interrupted evaluation: its generations continue where they stopped.
+    """
+    from deepicd import run_folder
+    from deepicd.evaluate.generation import GENERATIONS, SETTINGS
+
+    run_folder.refuse_overlap([out / name for name in (*OUTPUTS, GENERATIONS, SETTINGS)], inputs)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
-    if (out / "metrics.json").exists() and not force:
-        raise UserError(f"{out} already holds an evaluation (metrics.json); pass --force to replace it")
+    if not (out / shared.FILE).is_file():
+        return None
+    done = run_folder.previous_run(out, "evaluate", asdict(config), inputs, overwrite=overwrite)
+    if done is None or not (out / "metrics.json").is_file():
+        return None
+    return EvaluateResult(out, json.loads((out / "metrics.json").read_text(encoding="utf-8")), already_done=True)
 
 
 def label_space(config: EvaluateConfig, data_dir: Path | None) -> tuple[LabelSpace | None, dict[str, Path | None]]:
@@ -108,13 +127,15 @@ def evaluate_predictions(
     config: EvaluateConfig,
     *,
     data_dir: Path | None = None,
-    force: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
-) -> Evaluation:
+) -> EvaluateResult:
     """Score a JSONL of completions (`gold`, `completion` or `completions`, optional `id`) into `out`."""
-    check_out(out, force)
     if data_dir is not None and not data_dir.is_dir():
         raise UserError(f"data folder not found: {data_dir}")
+    done = previous_evaluation(out, config, {"predictions": predictions_file, "data": data_dir}, overwrite)
+    if done is not None:
+        return done
     predictions = read_predictions(predictions_file, limit=config.limit, progress=progress)
     predictions, dropped = filter_predictions(predictions, config, str(predictions_file))
     _announce(dropped.message())
@@ -135,7 +156,7 @@ def evaluate_predictions(
         source=f"Completions read from `{predictions_file.name}`.",
         draw=config.plots,
     )
-    return evaluation
+    return EvaluateResult(out, evaluation.metrics)
 
 
 def evaluate_model(
@@ -144,28 +165,31 @@ def evaluate_model(
     out: Path,
     config: EvaluateConfig,
     *,
-    force: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
-) -> Evaluation:
+) -> EvaluateResult:
     """Generate completions for a split of a preprocess folder with `model`, then score them into `out`."""
     from deepicd.evaluate import prompting
     from deepicd.evaluate.generation import cpu_cost_note, generate
     from deepicd.evaluate.prompt_filter import filter_notes
 
-    check_out(out, force)
-    notes = split_tables.read_notes(data_dir, config.split, columns=(), limit=config.limit)
     config.generator.model = model
+    split_file = split_tables.notes_path(data_dir, config.split)
+    done = previous_evaluation(out, config, {"split": split_file, "data": data_dir, "model": model}, overwrite)
+    if done is not None:
+        return done
+    notes = split_tables.read_notes(data_dir, config.split, columns=(), limit=config.limit)
     notes, dropped = filter_notes(notes, config)
     _announce(dropped.message())
     _announce(cpu_cost_note(config, len(notes)))
-    completions = generate(notes, config, out, force=force)
+    completions = generate(notes, config, out, overwrite=overwrite)
     keys = notes["hadm_id"].astype(str).tolist()
     gold = np.asarray([normalize_gold(code) for code in notes["first_code"]], dtype=object)
     predictions = Predictions(keys, gold, [completions[key] for key in keys])
     evaluation, inputs = _score(predictions, config, data_dir, progress, dropped.as_dict())
     manifest = manifests.build(
         asdict(config),
-        {"split": split_tables.notes_path(data_dir, config.split), "data": data_dir, **inputs, "model": model},
+        {"split": split_file, "data": data_dir, **inputs, "model": model},
         method=config.stage or manifests.model_stage(model),
         seed=config.sampling.seed,
         prompts={"evaluation": prompting.version(config), "target": manifests.target_of(config, model)},
@@ -180,4 +204,4 @@ def evaluate_model(
         source=f"Model `{name}`, backend {config.generator.backend}, split `{config.split}` of `{data_dir.name}`.",
         draw=config.plots,
     )
-    return evaluation
+    return EvaluateResult(out, evaluation.metrics)
