@@ -160,8 +160,13 @@ def test_a_rerun_with_another_split_or_teacher_is_refused(make_data, tmp_path):
     distill.run(data, "train", out, _config(), make_generator=_teacher_factory([]))
     with pytest.raises(UserError, match="split='train'"):
         distill.run(data, "val", out, _config(), make_generator=_teacher_factory([]))
-    with pytest.raises(UserError, match="teacher='fake-teacher'"):
+    with pytest.raises(UserError, match="teacher='fake-teacher'.*--overwrite"):
         distill.run(data, "train", out, _config("generator.model=other"), make_generator=_teacher_factory([]))
+    # --overwrite starts over: every trace is the new teacher's.
+    anew = distill.run(data, "val", out, _config(), overwrite=True, make_generator=_teacher_factory([]))
+    assert anew.generated_now == 4 and json.loads((out / "run.json").read_text())["split"] == "val"
+    with pytest.raises(UserError, match="holds the input train"):
+        distill.run(out / "sft", "train", out, _config(), make_generator=_teacher_factory([]))
 
 
 def test_a_teacher_that_cannot_start_does_not_pin_the_folder(make_data, tmp_path):

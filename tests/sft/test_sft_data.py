@@ -164,6 +164,12 @@ def test_without_a_validation_set_sft_trains_and_never_evaluates(tiny_model, tmp
     assert list(manifest["inputs"]) == ["train", "model"]
     assert manifest["inputs"]["train"]["path"] == str(root / "distill" / "sft" / "train.parquet")
     assert manifest["result"]["eval_loss"] is None and manifest["config"]["overlong"] == "drop"
+    # --overwrite starts over instead of returning the finished run.
+    assert sft.run(root / "distill", tiny_model, out, config).already_done
+    anew = sft.run(root / "distill", tiny_model, out, config, overwrite=True)
+    assert not anew.already_done and anew.resumed_from is None and anew.steps == 2
+    with pytest.raises(UserError, match="is the input model"):
+        sft.run(root / "distill", out / "model", out, config)
 
 
 def test_an_empty_val_file_means_no_validation_set(measured, distilled, tmp_path):

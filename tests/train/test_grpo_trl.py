@@ -119,7 +119,10 @@ def test_tiny_cpu_preset_trains_saves_a_loadable_model_and_resumes(tmp_path, dat
     assert (out / "model" / "model.safetensors").read_bytes() == weights
     assert json.loads((out / "manifest.json").read_text())["result"]["global_step"] == 3
     other = CliRunner().invoke(app, args + ["grpo.learning_rate=0.5"])
-    assert other.exit_code == 2 and "other settings (grpo)" in other.output
+    assert other.exit_code == 2 and "other settings (grpo)" in other.output and "--overwrite" in other.output
+    anew = CliRunner().invoke(app, args + ["grpo.learning_rate=0.5", "--overwrite"])  # starts over
+    assert anew.exit_code == 0 and "trained 3 steps" in anew.output and "resumed" not in anew.output
+    assert json.loads((out / "manifest.json").read_text())["config"]["grpo"]["learning_rate"] == 0.5
 
     # Rerun with one more step: it continues from the last checkpoint instead of starting over.
     result = CliRunner().invoke(app, args + ["grpo.max_steps=4"])

@@ -270,6 +270,25 @@ def test_a_run_records_itself_before_launch_and_its_outcome_after(tmp_path, data
     assert final["result"]["model"] is None and final["finished"] >= final["created"]
 
 
+def test_overwrite_starts_the_run_over(tmp_path, data_dir):
+    """VERL resumes from the checkpoints it finds: --overwrite removes them (and the old model) first."""
+    out = tmp_path / "run"
+    _fake_checkpoints(out / "checkpoints")
+    (out / "model").mkdir()
+    (out / "notes.txt").write_text("mine")
+    engine = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    kept = load_run_config("r1-zero-qwen2.5-32b", data_dir=data_dir, out_dir=out, model="m")
+    grpo_verl.train(kept, engine)
+    assert (out / "checkpoints" / "global_step_100").is_dir() and (out / "model").is_dir()
+    anew = load_run_config("r1-zero-qwen2.5-32b", ["overwrite=true"], data_dir=data_dir, out_dir=out, model="m")
+    grpo_verl.train(anew, engine)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt"]
+    (out / "model").mkdir()
+    own_model = load_run_config("r1-zero-qwen2.5-32b", data_dir=data_dir, out_dir=out, model=str(out / "model"))
+    with pytest.raises(UserError, match="is the input model"):
+        grpo_verl.train(own_model, engine)
+
+
 def _fake_checkpoints(root: Path, steps=(50, 100), latest: int | None = 100) -> Path:
     for step in steps:
         (root / f"global_step_{step}" / "actor" / "huggingface").mkdir(parents=True)

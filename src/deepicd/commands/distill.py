@@ -17,6 +17,7 @@ def main(
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help="Generation backend: vllm (offline, GPUs), openai (an OpenAI-compatible server) or transformers; sets generator.backend."),
     teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher model: a model folder, a locally cached hub id, or (openai backend) the served model name; sets generator.model."),
     config: str = typer.Option("paper", "--config", "-c", help="Distill preset (configs/distill/NAME.yaml: paper, tiny-cpu) or a YAML file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in --out: its traces and the sets built from them are removed first. Without it a rerun adds what is missing, and traces of another teacher, split or oracle prompt are refused."),
     allow_external_endpoint: bool = typer.Option(False, "--allow-external-endpoint", help="Allow a teacher server outside loopback/private networks. MIMIC-IV's data use agreement forbids third-party services: use only for servers you control."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. sampling.max_new_tokens=512 filters.min_words=20 generator.url=http://127.0.0.1:8000/v1 guidelines_dir=DIR."),
 ) -> None:
@@ -35,7 +36,7 @@ def main(
             "generator.backend": backend, "generator.model": teacher,
             "generator.allow_external_endpoint": True if allow_external_endpoint else None,
         })
-        result = run(data, split, out, settings)
+        result = run(data, split, out, settings, overwrite=overwrite)
     stats = result.stats
     table = stats["table2"]
     rejected = ", ".join(f"{reason} {count}" for reason, count in stats["rejected"].items() if count) or "none"

@@ -16,6 +16,7 @@ def main(
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="A `deepicd distill` output folder (reads sft/train.parquet and sft/val.parquet) or a folder holding train.parquet with 'prompt' and 'completion' columns."),
     model: str = typer.Option(..., "--model", "-m", help="Base model: a Hugging Face model folder or a hub id already in the local cache (nothing is downloaded). With --plan, also one of the bundled shapes (Qwen/Qwen2.5-7B-Instruct, meta-llama/Llama-3.1-8B-Instruct, ...)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: checkpoints/ (resumed from automatically), model/ (final model + tokenizer), manifest.json."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in --out: its checkpoints, model and manifest are removed first. Without it a run continues from its last checkpoint, and a finished run with other settings is refused."),
     plan: bool = typer.Option(False, "--plan", help="Print the per-GPU memory plan on 1, 2, 4 and 8 GPUs (shipped FSDP config; GPU size from gpu_memory_gb=N or the driver) and exit; nothing is loaded."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides as key=value, e.g. max_steps=500 learning_rate=1e-5 packing=true; max_length=1024 overlong=truncate cuts long samples as the published SFT did."),
 ) -> None:
@@ -38,7 +39,7 @@ def main(
         missing = [flag for flag, value in (("--data", data), ("--out", out)) if value is None]
         if missing:
             raise UserError(f"missing {' and '.join(missing)} (only --plan runs without them)")
-        result = run(data, model, out, settings)
+        result = run(data, model, out, settings, overwrite=overwrite)
     if result is None:
         return
     if result.already_done:

@@ -25,6 +25,7 @@ def main(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to start from: a Hugging Face folder or a hub id already in the local cache. Defaults to the preset's."),
     init: Optional[str] = typer.Option(None, "--init", help="An SFT model folder to continue from (SFT+GRPO): like --model, and the run is recorded as stage 'sft-grpo'."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: checkpoints/, model/ (the exported Hugging Face model) and manifest.json. Rerunning with the same folder resumes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in --out: its checkpoints, model and records are removed first. Without it a run continues from its last checkpoint, and a finished run with other settings is refused."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help="Override the preset's engine: 'verl' (multi-GPU, vLLM rollouts) or 'trl' (one CPU or GPU)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="VERL: print the training command as one shell line and exit; nothing is started. Works without the model or data (notes say what is missing); plans GPU memory when verl.gpu_memory_gb is set or a GPU is present."),
     skip_preflight: bool = typer.Option(False, "--skip-preflight", help="VERL: launch without the checks (data, reward function, judge, model, GPU count)."),
@@ -47,6 +48,8 @@ def main(
                 raise UserError("give either --model or --init (an SFT model to continue from), not both")
             model = init
             extra.append("stage=sft-grpo")
+        if overwrite:
+            extra.append("overwrite=true")
         run = load_run_config(config, extra, model=model, data_dir=data, out_dir=out, backend=backend)
         missing = [flag for flag, value in (("--data", run.data_dir), ("--out", run.out_dir), ("--model", run.model)) if not value]
         if missing:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from deepicd import icd
 from deepicd.errors import ConfigError, UserError
 from deepicd.distill import filters as trace_filters
-from deepicd import manifest, split_tables
+from deepicd import manifest, run_folder, split_tables
 from deepicd.distill.filters import FilterConfig
 from deepicd.distill.stats import DistillStats, report_markdown
 from deepicd.distill.store import StoreError, TraceStore, read_rows
@@ -46,6 +46,8 @@ from deepicd.schema import require
 TRACES = "traces.jsonl"
 RUN_FILE = "run.json"  # what the traces in this folder were made with; a rerun must match it
 IDENTITY_KEYS = ("split", "oracle_prompt", "teacher")
+# What a run leaves in OUT; `overwrite` removes these before it starts over.
+RUN_ENTRIES = (TRACES, f"{TRACES}.lock", RUN_FILE, "sft", "stats.json", "report.md", "manifest.json")
 
 
 @dataclass
@@ -115,7 +117,8 @@ def _check_identity(out: Path, identity: dict) -> None:
             if previous.get(key) != identity[key]:
                 raise UserError(
                     f"{out} holds traces made with {key}={previous.get(key)!r}, this run has {identity[key]!r}; "
-                    f"use another --out (or delete {path} to mix them on purpose)"
+                    f"pass --overwrite to start over there, or give another --out (or delete {path} to mix them "
+                    "on purpose)"
                 )
 
 
@@ -278,16 +281,23 @@ def run(
     out: str | Path,
     config: DistillConfig,
     *,
+    overwrite: bool = False,
     make_generator: Callable[[GeneratorConfig], Generator] = default_generator,
 ) -> DistillResult:
     """Generate what is missing, then (re)build sft/{train,val}.parquet, stats.json, report.md, manifest.json.
 
-    sft/val.parquet exists only when patients were held out (`val_fraction` > 0).
+    Traces made with another split, oracle prompt or teacher are refused unless
+    `overwrite`, which starts over. sft/val.parquet exists only when patients
+    were held out (`val_fraction` > 0).
     """
     started = time.perf_counter()
     require_model(config.generator)  # the teacher, given on the command line
-    frame = split_tables.read_notes(data_dir, split)
     out = Path(out)
+    data_file = Path(data_dir) / f"{split}.parquet"
+    run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {split: data_file, "teacher": config.generator.model})
+    frame = split_tables.read_notes(data_dir, split)
+    if overwrite:
+        run_folder.clear(out, RUN_ENTRIES)
     out.mkdir(parents=True, exist_ok=True)
     identity = {"split": split, "oracle_prompt": oracle.VERSION, "teacher": config.generator.model}
     _check_identity(out, identity)
@@ -308,7 +318,7 @@ def run(
     )
     entry = manifest.record(
         "distill", config=dataclasses.asdict(config), seed=config.sampling.seed,
-        inputs={split: Path(data_dir) / f"{split}.parquet", "teacher": config.generator.model},
+        inputs={split: data_file, "teacher": config.generator.model},
         prompts={"oracle": oracle.VERSION, "task": task.VERSION},
         result={"split": split, **{k: summary[k] for k in ("table2", "admissions", "generated", "kept", "backend_errors")}},
     )

@@ -69,7 +69,7 @@ def finished_record(out: Path, final: Path, settings: dict, stage: str) -> dict:
     changed = sorted(key for key, value in settings.items() if record.get("config", {}).get(key) != value)
     if changed:
         raise UserError(f"{out} holds a finished {stage} run with other settings ({', '.join(changed)}); "
-                        f"give another --out, or delete {out} to train anew")
+                        "pass --overwrite to train anew there, or give another --out")
     return record
 
 

@@ -159,6 +159,7 @@ class GRPORunConfig:
     model: str = ""  # Hugging Face folder or hub id
     data_dir: str = ""  # output of `deepicd preprocess`
     out_dir: str = ""  # run folder: checkpoints, model, manifest, reward curves
+    overwrite: bool = False  # start over: remove the run folder's checkpoints, model and records first (--overwrite)
     max_train_samples: int = -1  # use only the first N training prompts (-1: all)
     max_val_samples: int = -1  # use only the first N validation prompts (-1: all)
     reward: RewardSettings = field(default_factory=RewardSettings)  # what scores the completions

@@ -143,7 +143,8 @@ def already_trained(config: GRPORunConfig, final: Path) -> TrlRunResult:
     from deepicd.train import checkpoints
 
     out = Path(config.out_dir)
-    settings = {key: value for key, value in asdict(config).items() if key != "out_dir"}  # the folder may be respelled
+    # The folder may be respelled; overwrite says what to do with a run, not what the run is.
+    settings = {key: value for key, value in asdict(config).items() if key not in ("out_dir", "overwrite")}
     record = checkpoints.finished_record(out, final, settings, "GRPO")
     done = record["result"]
     return TrlRunResult(out / "model", out / "manifest.json", done["global_step"], done["dropped_too_long"],
@@ -180,13 +181,17 @@ def train(config: GRPORunConfig) -> TrlRunResult:
         torch.set_num_threads(threads)
 
 
+# What a run leaves in OUT; `overwrite` removes these before it starts over.
+RUN_ENTRIES = ("checkpoints", "model", "manifest.json", "reward_log.jsonl", "reward_curves.png")
+
+
 def _train(config: GRPORunConfig) -> TrlRunResult:
     import torch
     from transformers import set_seed
     from trl import GRPOTrainer
 
     from deepicd import models
-    from deepicd import manifest
+    from deepicd import manifest, run_folder
     from deepicd.prompts import task
     from deepicd.rewards.config import load_reward_config
     from deepicd.rewards.trl_entry import reward_functions
@@ -199,6 +204,9 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
         )
     started, started_at = time.perf_counter(), manifest.now()
     out = Path(config.out_dir)
+    run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {"model": config.model, "data": config.data_dir})
+    if config.overwrite:
+        run_folder.clear(out, RUN_ENTRIES)
     output_dir = out / "checkpoints"
     final = checkpoints.last_complete(output_dir)
     if final is not None and checkpoints.is_final(final, config.grpo.max_steps):

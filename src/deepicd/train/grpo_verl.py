@@ -694,6 +694,10 @@ class VerlRunResult:
     exported_from: Path | None = None
 
 
+# What a run leaves in OUT; `overwrite` removes these before it starts over.
+RUN_ENTRIES = ("checkpoints", "model", "manifest.json", "hydra")
+
+
 def run_manifest(config: GRPORunConfig, argv: Sequence[str]) -> dict:
     """The run's record before launch: settings, the engine's exact command, data checksums and versions."""
     from dataclasses import asdict
@@ -718,9 +722,12 @@ def train(config: GRPORunConfig, argv: Sequence[str], *, export_model: bool = Tr
     OUT/manifest.json is written before the launch (so a crashed run still says
     what it was) and again at the end with the exit code and the export.
     """
-    from deepicd import manifest
+    from deepicd import manifest, run_folder
 
     out = Path(config.out_dir)
+    run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {"model": config.model, "data": config.data_dir})
+    if config.overwrite:  # VERL resumes from the checkpoints it finds; starting over means removing them
+        run_folder.clear(out, RUN_ENTRIES)
     record = run_manifest(config, argv)
     path = manifest.write(out, record, finished=False)
     code = launch(argv)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from deepicd import manifest
+from deepicd import manifest, run_folder
 from deepicd.train import checkpoints
 from deepicd.errors import ConfigError, UserError
 from deepicd.schema import choice, require
@@ -506,10 +506,18 @@ def build_sft_config(config: SFTRunConfig, output_dir: Path, processes: int, has
     )
 
 
-def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConfig) -> SFTResult | None:
+# What a run leaves in OUT; `overwrite` removes these before it starts over.
+RUN_ENTRIES = ("checkpoints", "model", ".model.partial", "manifest.json")
+
+
+def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConfig, *,
+        overwrite: bool = False) -> SFTResult | None:
     """Fine-tune `model` on DATA's prompt-completion samples; write OUT/model and OUT/manifest.json.
 
-    Returns the result on the main process, None on the other ranks of a multi-GPU run.
+    A run continues from OUT's last complete checkpoint; a finished run with the
+    same settings is returned as it is, and one with other settings is refused
+    unless `overwrite`, which starts over. Returns the result on the main
+    process, None on the other ranks of a multi-GPU run.
     """
     started = time.perf_counter()
     from accelerate import PartialState
@@ -521,7 +529,13 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
     set_seed(config.seed)
     train_path, val_path = data_files(data)
     out = Path(out)
+    run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {"model": model, "train": train_path,
+                                                                     "val": val_path})
     state = PartialState()
+    if overwrite:
+        if state.is_main_process:
+            run_folder.clear(out, RUN_ENTRIES)
+        state.wait_for_everyone()
     final = checkpoints.last_complete(out / "checkpoints")
     if final is not None and checkpoints.is_final(final, config.max_steps):
         return already_trained(out, config, final) if state.is_main_process else None
