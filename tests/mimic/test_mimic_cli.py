@@ -34,7 +34,10 @@ def test_synth_then_preprocess(tmp_path):
     assert result.exit_code == 0, result.output
     assert (mimic / "note" / "discharge.csv.gz").is_file()
     again = runner.invoke(app, ["synth-mimic", "--out", str(mimic), "--admissions", "5"])
-    assert again.exit_code == 2 and "already exists" in again.output
+    assert again.exit_code == 2 and "other settings (admissions, codes, seed)" in again.output
+    same = runner.invoke(app, ["synth-mimic", "--out", str(mimic), "--admissions", "120", "--seed", "2",
+                               "--codes", "8"])
+    assert same.exit_code == 0 and "already holds this run" in same.output
     result = _preprocess(mimic, tmp_path / "data", "split.min_count=2")
     assert result.exit_code == 0, result.output
     assert "kept" in result.output

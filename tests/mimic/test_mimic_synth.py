@@ -35,13 +35,15 @@ def test_layout_and_column_names(synth_dir):
 
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path, synth_dir):
-    again = write_synthetic_mimic(tmp_path / "again", 600, seed=11, codes=30)
-    other = write_synthetic_mimic(tmp_path / "other", 600, seed=12, codes=30)
+    again = write_synthetic_mimic(tmp_path / "again", 600, seed=11, codes=30).out
+    other = write_synthetic_mimic(tmp_path / "other", 600, seed=12, codes=30).out
     for name in FILES:
         assert (synth_dir / name).read_bytes() == (again / name).read_bytes(), name
     assert (synth_dir / "note/discharge.csv.gz").read_bytes() != (other / "note/discharge.csv.gz").read_bytes()
-    with pytest.raises(FileExistsError):
+    assert write_synthetic_mimic(tmp_path / "again", 600, seed=11, codes=30).already_done  # the same data
+    with pytest.raises(UserError, match=r"other settings \(admissions, codes, seed\).*--overwrite"):
         write_synthetic_mimic(tmp_path / "again", 10, seed=1)
+    assert write_synthetic_mimic(tmp_path / "again", 10, seed=1, overwrite=True).admissions == 10
 
 
 def test_notes_carry_the_template_and_its_quirks(synth_dir):
@@ -115,8 +117,8 @@ def test_a_small_model_learns_the_chapter_from_a_few_hundred_notes(synth_out):
 
 
 def test_long_notes_are_longer(tmp_path):
-    short = write_synthetic_mimic(tmp_path / "short", 40, seed=1, codes=5)
-    long = write_synthetic_mimic(tmp_path / "long", 40, seed=1, codes=5, length="long")
+    short = write_synthetic_mimic(tmp_path / "short", 40, seed=1, codes=5).out
+    long = write_synthetic_mimic(tmp_path / "long", 40, seed=1, codes=5, length="long").out
     words = [sum(len(r["text"].split()) for r in _read(p / "note/discharge.csv.gz")) for p in (short, long)]
     assert words[1] > 1.3 * words[0]
 
@@ -124,7 +126,7 @@ def test_long_notes_are_longer(tmp_path):
 def test_clustered_codes_make_the_three_levels_different_tasks(tmp_path):
     """Several codes per category and several categories per chapter, so the levels can disagree."""
     mimic = write_synthetic_mimic(tmp_path / "mimic", 500, seed=3, codes=48, codes_per_category=3,
-                                  categories_per_chapter=3)
+                                  categories_per_chapter=3).out
     diagnoses = _read(mimic / "hosp/diagnoses_icd.csv.gz")
     first = {row["icd_code"].strip() for row in diagnoses if row["seq_num"] == 1 and row["icd_version"] == 10}
     categories = Counter(code[:3] for code in first)
@@ -139,4 +141,4 @@ def test_clustered_codes_make_the_three_levels_different_tasks(tmp_path):
 
 def test_clustered_vocabulary_refuses_sizes_it_cannot_hold(tmp_path):
     with pytest.raises(UserError, match="codes per category"):
-        write_synthetic_mimic(tmp_path / "mimic", 10, codes=100_000, codes_per_category=3, categories_per_chapter=3)
+        write_synthetic_mimic(tmp_path / "mimic", 10, codes=100_000, codes_per_category=3, categories_per_chapter=3).out

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from deepicd.commands import user_errors
-from deepicd.errors import UserError
 
 
 def main(
@@ -20,20 +19,22 @@ def main(
     length: str = typer.Option("short", "--length", help="Note length: 'short' (admission notes of about 100-250 words, for small models) or 'long' (closer to real MIMIC notes)."),
     codes_per_category: int = typer.Option(1, "--codes-per-category", min=1, help="Draw the codes in clusters of this many per category (with --categories-per-chapter), so chapter, category and full-code scores differ. 1: every code drawn on its own."),
     categories_per_chapter: int = typer.Option(1, "--categories-per-chapter", min=1, help="Categories drawn per chapter when the codes are clustered (see --codes-per-category)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace what --out holds when it is not this very data (which is kept: a rerun does nothing)."),
 ) -> None:
     """Write a synthetic MIMIC-IV (hosp/ + note/) with real column names, note layout and ICD-10-CM codes."""
     from tqdm import tqdm
 
     from deepicd.mimic.synth import write_synthetic_mimic
+    from deepicd.run_folder import already_done
 
     with user_errors():
-        if out.exists() and not overwrite:
-            raise UserError(f"{out} already exists; pass --overwrite to replace it")
         with tqdm(total=admissions, unit="adm", desc="synth-mimic", leave=False) as bar:
-            write_synthetic_mimic(
+            result = write_synthetic_mimic(
                 out, admissions, seed, codes, icd9_fraction=icd9_fraction, length=length,
                 codes_per_category=codes_per_category, categories_per_chapter=categories_per_chapter,
                 overwrite=overwrite, progress=lambda done: bar.update(done - bar.n),
             )
+    if result.already_done:
+        typer.echo(already_done(out))
+        return
     typer.echo(f"wrote {admissions} synthetic admissions -> {out}")

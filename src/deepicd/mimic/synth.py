@@ -29,7 +29,7 @@ import datetime as dt
 import gzip
 import io
 import random
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -211,8 +211,8 @@ def write_synthetic_mimic(
     categories_per_chapter: int = 1,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
-) -> Path:
-    """Write a synthetic MIMIC-IV folder (hosp/ and note/) and return its path.
+) -> SynthResult:
+    """Write a synthetic MIMIC-IV folder (hosp/ and note/, and its manifest.json).
 
     `codes` is the number of distinct first codes (default: one per 15
     admissions, at most 6,400, the paper's ratio and count); `length` "short" keeps admission notes near 100-250 words for small
@@ -220,8 +220,11 @@ def write_synthetic_mimic(
     `categories_per_chapter` above 1 draw the codes in clusters
     (`synth_codes.choose_grouped_vocabulary`) so that chapter, category and
     full-code scores differ; 1 and 1 draw every code on its own. `progress` is called with the number of
-    admissions written after each chunk.
+    admissions written after each chunk. The same settings again into the same
+    folder do nothing; other settings there need `overwrite` (deepicd.run_folder).
     """
+    from deepicd import manifest, run_folder
+
     if admissions < 1:
         raise UserError(f"admissions must be at least 1, not {admissions}")
     if not 0.0 <= icd9_fraction <= 1.0:
@@ -229,12 +232,13 @@ def write_synthetic_mimic(
     if length not in LENGTHS:
         raise UserError(f"length must be one of {', '.join(LENGTHS)}, not {length!r}")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    settings = {"admissions": admissions, "seed": seed, "codes": codes, "icd9_fraction": icd9_fraction,
+                "length": length, "codes_per_category": codes_per_category,
+                "categories_per_chapter": categories_per_chapter}
+    if run_folder.previous_run(out, "synth-mimic", settings, {}, overwrite=overwrite) is not None:
+        return SynthResult(out, admissions, already_done=True)
     generator = _Generator(admissions, seed, codes, icd9_fraction, length, codes_per_category, categories_per_chapter)
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with manifest.staged_directory(out, replace=overwrite or out.is_dir()) as staging:
         (staging / "hosp").mkdir(parents=True)
         (staging / "note").mkdir()
         sinks = {name: _GzipCsv(staging / path) for name, path in _PATHS.items()}
@@ -247,12 +251,17 @@ def write_synthetic_mimic(
                 progress(written)
         for sink in sinks.values():
             sink.close()
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
+        entry = manifest.record("synth-mimic", config=settings, seed=seed, result={"admissions": written},
+                                packages=("deepicd", "pyarrow", "simple-icd-10-cm"))
+        manifest.write(staging, entry, outputs=manifest.describe_outputs(staging))
+    return SynthResult(out, admissions)
+
+
+@dataclass
+class SynthResult:
+    out: Path
+    admissions: int
+    already_done: bool = False  # OUT held this very data; nothing was written
 
 
 class _GzipCsv:
