@@ -39,6 +39,12 @@ class Rollout(StrEnum):  # the engines VERL 0.9 rolls out with
     trtllm = "trtllm"
 
 
+class AdvantageScale(StrEnum):  # what a completion's reward minus its group's mean is divided by
+    group = "group"  # the group's standard deviation: GRPO as published, VERL's default
+    batch = "batch"  # the whole batch's: a group whose rewards barely differ keeps small advantages (TRL only)
+    none = "none"  # nothing: advantages in reward units (Dr. GRPO)
+
+
 class PrefillMode(StrEnum):
     template = "template"  # a chat template that opens the assistant turn with the prefill
     closed_turn = "closed-turn"  # the published run: a closed assistant message before the generation prompt
@@ -85,6 +91,7 @@ class GRPOSettings:
     kl_loss_coef: float = 0.0  # 0 = no KL loss, no reference model
     kl_in_reward: bool = False  # subtract a KL penalty from the reward instead (needs the reference model)
     clip_ratio: float = 0.2  # PPO clip range of the importance ratio
+    advantage_scale: str = "group"  # group (published), batch (TRL only) or none: the divisor of the advantages
     bf16: bool = True  # bfloat16 mixed precision (GPU); ignored on the CPU
     gradient_checkpointing: bool = True  # recompute activations in the backward pass to save memory (GPU)
     save_steps: int = 50  # checkpoint every N steps (resumable)
@@ -203,6 +210,7 @@ def _check(config: GRPORunConfig) -> None:
     config.backend = choice(Backend, config.backend, "backend", WHERE)
     config.stage = choice(Stage, config.stage, "stage", WHERE)
     g = config.grpo
+    g.advantage_scale = choice(AdvantageScale, g.advantage_scale, "grpo.advantage_scale", WHERE)
     _positive(g, "grpo.", ("train_batch_size", "mini_batch_size", "num_generations", "max_prompt_length",
                            "max_completion_length", "epochs", "save_steps"))
     _positive(g, "grpo.", ("learning_rate", "temperature", "top_p"))
@@ -228,6 +236,9 @@ def _validate_verl(config: GRPORunConfig) -> None:
     if not 0 < v.gpu_memory_utilization <= 1:
         raise ConfigError("invalid grpo config at key 'verl.gpu_memory_utilization': must be in (0, 1]")
     v.rollout = choice(Rollout, v.rollout, "verl.rollout", WHERE)
+    if g.advantage_scale == AdvantageScale.batch:
+        raise ConfigError("invalid grpo config at key 'grpo.advantage_scale': VERL 0.9's GRPO divides by the group's "
+                          "standard deviation or by nothing; batch is for the trl backend")
     gpus = v.nnodes * v.n_gpus_per_node
     per_gpu, rest = divmod(g.mini_batch_size * g.num_generations, gpus)
     if rest or per_gpu % v.micro_batch_size_per_gpu:

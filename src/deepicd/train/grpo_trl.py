@@ -118,6 +118,7 @@ def grpo_args(config: GRPORunConfig, output_dir: Path, vllm: bool):
         beta=g.kl_loss_coef,
         entropy_coef=g.entropy_coef,
         epsilon=g.clip_ratio,
+        scale_rewards=str(g.advantage_scale),
         loss_type=t.loss_type,
         bf16=bf16,
         use_cpu=not cuda,

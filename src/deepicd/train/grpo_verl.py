@@ -250,6 +250,7 @@ def overrides(config: GRPORunConfig, chat_template: str | None) -> list[str]:
     files = train_files(config)
     pairs: list[tuple[str, Any]] = [
         ("algorithm.adv_estimator", "grpo"),
+        ("algorithm.norm_adv_by_std_in_grpo", g.advantage_scale == "group"),
         ("algorithm.use_kl_in_reward", g.kl_in_reward),
         ("algorithm.kl_ctrl.kl_coef", g.kl_loss_coef),
         ("data.train_files", str(files["train"])),
