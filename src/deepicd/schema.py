@@ -33,3 +33,14 @@ def require(condition: bool, where: str, key: str, rule: str, value: object) -> 
     """ConfigError naming `key`, the rule it breaks and its value, unless `condition` holds."""
     if not condition:
         raise ConfigError(f"invalid {where} at key '{key}': {rule}, got {value!r}")
+
+
+def require_given(config: object, where: str, flags: dict[str, str]) -> None:
+    """Each key of `flags` is set: a path no preset holds, given on the command line with that flag.
+
+    Checked when the stage runs rather than when the config is built, so a
+    preset loads (and is tested) without them.
+    """
+    for key, flag in flags.items():
+        value = getattr(config, key)
+        require(value not in ("", None), where, key, f"is required ({flag})", value)

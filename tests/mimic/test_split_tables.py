@@ -46,7 +46,7 @@ def _damaged(synth_out, tmp_path, change) -> pd.DataFrame:
 )
 def test_every_stage_refuses_a_damaged_table_with_the_same_line(synth_out, tmp_path, change, message):
     from deepicd.train.data import read_examples
-    from deepicd.train.format_data import FormatDataConfig, build
+    from deepicd.train import format_data
 
     folder = _damaged(synth_out, tmp_path, change)
     with pytest.raises(UserError, match=message):
@@ -54,7 +54,7 @@ def test_every_stage_refuses_a_damaged_table_with_the_same_line(synth_out, tmp_p
     with pytest.raises(UserError, match=message):  # the TRL backend's reader of a plain table
         read_examples(folder / "train.parquet")
     with pytest.raises(UserError, match=message):
-        build(folder, "train", tmp_path / "out", FormatDataConfig())
+        format_data.run(format_data.FormatDataConfig(data=str(folder), out=str(tmp_path / "out")))
 
 
 def test_a_missing_split_names_the_files_that_are_there(synth_out):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from split_writer import write_split
 from sft_kit import admissions
 from typer.testing import CliRunner
@@ -85,3 +86,11 @@ def test_one_chapter_cannot_be_answered_from_another(tmp_path):
     result = CliRunner().invoke(app, ["format-data", "--data", str(data), "--out", str(tmp_path / "fmt")])
     assert result.exit_code == 2 and "at least two ICD-10-CM chapters" in result.output
     assert not (tmp_path / "fmt").exists()
+
+
+def test_the_folders_are_required_when_the_stage_runs(tmp_path):
+    from deepicd.errors import ConfigError
+    from deepicd.train import format_data
+
+    with pytest.raises(ConfigError, match="key 'out': is required \\(--out\\)"):
+        format_data.run(format_data.FormatDataConfig(data=str(tmp_path)))

@@ -24,11 +24,11 @@ def main(
     chapter (one fixed, shuffled map of chapters): a base that answers in format with clinical words and is
     wrong at chapter level, for GRPO to correct from the reward. Then: deepicd sft --data OUT ..."""
     from deepicd.run_folder import already_done
-    from deepicd.train.format_data import FormatDataConfig, build
+    from deepicd.train.format_data import FormatDataConfig, run
 
     with user_errors():
-        config = FormatDataConfig(seed=seed, max_words=max_words, limit=limit, random_share=random_share)
-        result = build(data, split, out, config, overwrite=overwrite)
+        result = run(FormatDataConfig(data=str(data), split=split, out=str(out), overwrite=overwrite, seed=seed,
+                                      max_words=max_words, limit=limit, random_share=random_share))
     if result.already_done:
         typer.echo(already_done(out))
     typer.echo(f"{result.samples} format-only samples (answers from shuffled chapters) -> {out / 'sft'}")

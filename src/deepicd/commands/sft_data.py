@@ -25,11 +25,11 @@ def main(
     Then: deepicd sft --data OUT ... and deepicd evaluate --code-only --model RUN/model ...
     """
     from deepicd.run_folder import already_done
-    from deepicd.train.answer_only import AnswerOnlyConfig, build
+    from deepicd.train.answer_only import AnswerOnlyConfig, run
 
     with user_errors():
-        config = AnswerOnlyConfig(val_fraction=val_fraction, split_seed=seed, limit=limit, like=str(like or ""))
-        result = build(data, split, out, config, overwrite=overwrite)
+        result = run(AnswerOnlyConfig(data=str(data), split=split, out=str(out), overwrite=overwrite,
+                                      val_fraction=val_fraction, split_seed=seed, limit=limit, like=str(like or "")))
     if result.already_done:
         typer.echo(already_done(out))
     typer.echo(

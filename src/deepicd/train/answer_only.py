@@ -27,7 +27,7 @@ import pandas as pd
 
 from deepicd import icd, manifest
 from deepicd.errors import UserError
-from deepicd.schema import require
+from deepicd.schema import require, require_given
 
 COLUMNS = ["prompt", "completion", "hadm_id", "subject_id", "code", "trace_words"]
 TARGET = "outcome-only"
@@ -35,8 +35,13 @@ TARGET = "outcome-only"
 
 @dataclass
 class AnswerOnlyConfig:
-    """How the outcome-only set is split; with the distill preset's values both sets hold the same patients out."""
+    """Where the outcome-only set comes from and goes, and how it is split (with the distill preset's values both
+    sets hold the same patients out)."""
 
+    data: str = ""  # preprocess output folder holding SPLIT.parquet (--data)
+    split: str = "train"  # which split to turn into samples
+    out: str = ""  # output folder: sft/{train,val}.parquet, stats.json, manifest.json (--out)
+    overwrite: bool = False  # replace what OUT holds when it is not this very set (--overwrite)
     # Share of patients held out as SFT validation samples; 0 as the paper's distill preset (no val.parquet).
     val_fraction: float = 0.0
     split_seed: int = 42  # seeds the patient-level train/val assignment
@@ -151,8 +156,7 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
         table.to_parquet(handle, index=False)
 
 
-def build(data_dir: str | Path, split_name: str, out: str | Path, config: AnswerOnlyConfig, *,
-          overwrite: bool = False) -> AnswerOnlyResult:
+def run(config: AnswerOnlyConfig) -> AnswerOnlyResult:
     """Write OUT/sft/{train,val}.parquet, OUT/stats.json and OUT/manifest.json for one preprocess split.
 
     See deepicd.run_folder for what a rerun into the same OUT does.
@@ -161,15 +165,16 @@ def build(data_dir: str | Path, split_name: str, out: str | Path, config: Answer
     from deepicd.split_tables import read_notes
     from deepicd.prompts import code_only
 
-    out = Path(out)
-    inputs = {split_name: Path(data_dir) / f"{split_name}.parquet", "like": config.like or None}
+    require_given(config, "sft-data config", {"data": "--data", "out": "--out"})
+    out, split_name = Path(config.out), config.split
+    inputs = {split_name: Path(config.data) / f"{split_name}.parquet", "like": config.like or None}
     run_folder.refuse_overlap([out / "sft", out / "stats.json", out / manifest.FILE], inputs)
-    done = run_folder.previous_run(out, "sft-data", dataclasses.asdict(config), inputs, overwrite=overwrite,
-                                   ignore=("like",))
+    done = run_folder.previous_run(out, "sft-data", dataclasses.asdict(config), inputs, overwrite=config.overwrite,
+                                   ignore=("data", "out", "overwrite", "like"))
     if done is not None:
         made = done["result"]
         return AnswerOnlyResult(out, made["sft_train"], made["sft_val"], made["table2"]["unique_codes"], True)
-    frame = read_notes(data_dir, split_name)
+    frame = read_notes(config.data, split_name)
     if config.limit:
         frame = frame.head(config.limit)
     table = samples(frame)

@@ -35,7 +35,7 @@ import pandas as pd
 
 from deepicd import icd, manifest
 from deepicd.errors import UserError
-from deepicd.schema import require
+from deepicd.schema import require, require_given
 
 COLUMNS = ["prompt", "completion", "hadm_id", "subject_id", "code", "trace_words"]
 TARGET = "format-only"
@@ -56,6 +56,10 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 @dataclass
 class FormatDataConfig:
+    data: str = ""  # preprocess output folder holding SPLIT.parquet (--data)
+    split: str = "train"  # which split's notes to use
+    out: str = ""  # output folder: sft/train.parquet, manifest.json (--out)
+    overwrite: bool = False  # replace what OUT holds when it is not this very set (--overwrite)
     seed: int = 0  # seeds the chapter map, the answers drawn and the sentences quoted
     max_words: int = 12  # words of note text in each trace; short enough to close </think> in a few dozen tokens
     limit: int = 0  # use only the first N notes of the split (0: all)
@@ -151,23 +155,24 @@ def samples(frame: pd.DataFrame, config: FormatDataConfig) -> tuple[pd.DataFrame
     return pd.DataFrame(rows, columns=COLUMNS), chapter_map
 
 
-def build(data_dir: str | Path, split: str, out: str | Path, config: FormatDataConfig, *,
-          overwrite: bool = False) -> FormatDataResult:
+def run(config: FormatDataConfig) -> FormatDataResult:
     """Write OUT/sft/train.parquet and OUT/manifest.json (see deepicd.run_folder for what a rerun does)."""
     from deepicd import run_folder
     from deepicd.split_tables import read_notes
 
-    out = Path(out)
-    inputs = {split: Path(data_dir) / f"{split}.parquet"}
+    require_given(config, "format-data setting", {"data": "--data", "out": "--out"})
+    out, split = Path(config.out), config.split
+    inputs = {split: Path(config.data) / f"{split}.parquet"}
     run_folder.refuse_overlap([out / "sft" / "train.parquet", out / manifest.FILE], inputs)
-    done = run_folder.previous_run(out, "format-data", dataclasses.asdict(config), inputs, overwrite=overwrite)
+    done = run_folder.previous_run(out, "format-data", dataclasses.asdict(config), inputs,
+                                   overwrite=config.overwrite, ignore=("data", "out", "overwrite"))
     if done is not None:
         return FormatDataResult(out, done["result"]["samples"], already_done=True)
-    frame = read_notes(data_dir, split)
+    frame = read_notes(config.data, split)
     if config.limit:
         frame = frame.head(config.limit)
     if frame.empty:
-        raise UserError(f"no notes in the {split} split of {data_dir}")
+        raise UserError(f"no notes in the {split} split of {config.data}")
     table, chapter_map = samples(frame, config)
     path = out / "sft" / "train.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
