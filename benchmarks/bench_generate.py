@@ -25,6 +25,7 @@ Results are recorded in docs/generation.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -55,7 +56,7 @@ def build_tiny(folder: Path) -> Path:
     from deepicd import tiny
 
     target = folder / "tiny"
-    tiny.build(target, tiny.load_config())
+    tiny.run(dataclasses.replace(tiny.load_config(), out=str(target)))
     return target
 
 

@@ -57,7 +57,7 @@ def build_model(folder: Path, smoke: bool):
 
     from deepicd import tiny
 
-    built = tiny.build(folder / "tiny")
+    built = tiny.run(tiny.TinyModelConfig(out=str(folder / "tiny")))
     if smoke:
         return built.path
     from transformers import AutoTokenizer

@@ -8,6 +8,7 @@ A changed file in it fails the session at teardown, naming the file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -50,7 +51,7 @@ def tiny_model(tmp_path_factory) -> Path:
     from deepicd import tiny
 
     folder = tmp_path_factory.mktemp("tiny-model") / "model"
-    tiny.build(folder, tiny.load_config())
+    tiny.run(dataclasses.replace(tiny.load_config(), out=str(folder)))
     before = _digests(folder)
     yield folder
     after = _digests(folder)

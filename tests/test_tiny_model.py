@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -125,14 +126,14 @@ def test_generate_with_left_padding_matches_unpadded(loaded):
 
 def test_same_seed_same_files_other_seed_other_weights(tiny_model, loaded, tmp_path):
     again = tmp_path / "again"
-    tiny.build(again, tiny.load_config())
+    tiny.run(replace(tiny.load_config(), out=str(again)))
     for name in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"]:
         assert (again / name).read_bytes() == (tiny_model / name).read_bytes(), name
     # The manifests differ only in when and how the build ran; the outputs' checksums agree.
     recorded = [json.loads((folder / "manifest.json").read_text()) for folder in (again, tiny_model)]
     for entry in recorded:
         assert tuple(entry) == KEYS and entry["outputs"]["model.safetensors"]["sha256"]
-        del entry["created"], entry["finished"], entry["argv"]
+        del entry["created"], entry["finished"], entry["argv"], entry["config"]["out"]
     assert recorded[0] == recorded[1]
     model, tokenizer = loaded
     other = tiny.init_model(tiny.load_config(overrides=["seed=7"]), tokenizer)
@@ -143,18 +144,18 @@ def test_same_seed_same_files_other_seed_other_weights(tiny_model, loaded, tmp_p
 
 def test_a_rebuild_is_a_no_op_and_other_settings_need_overwrite(tiny_model, tmp_path):
     before = (tiny_model / "model.safetensors").stat().st_mtime_ns
-    same = tiny.build(tiny_model, tiny.load_config())
+    same = tiny.run(replace(tiny.load_config(), out=str(tiny_model)))
     assert same.already_done and same.parameters > 0 and same.corpus[0].name == "built-in"
     assert (tiny_model / "model.safetensors").stat().st_mtime_ns == before
     with pytest.raises(UserError, match=r"other settings \(seed\).*--overwrite"):
-        tiny.build(tiny_model, tiny.load_config(overrides=["seed=7"]))
+        tiny.run(replace(tiny.load_config(overrides=["seed=7"]), out=str(tiny_model)))
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="files without a deepicd manifest"):
-        tiny.build(stray, tiny.load_config())
+        tiny.run(replace(tiny.load_config(), out=str(stray)))
     with pytest.raises(UserError, match="holds the input corpus-0"):
-        tiny.build(tmp_path, tiny.load_config(), [stray / "notes.txt"], overwrite=True)
+        tiny.run(replace(tiny.load_config(), out=str(tmp_path), corpus=[str(stray / "notes.txt")], overwrite=True))
 
 
 def test_corpus_readers(tmp_path):

@@ -73,8 +73,11 @@ TEXT_COLUMN = "text"
 
 @dataclass
 class TinyModelConfig:
-    """Size and seed of the tiny model; presets live in `configs/tiny/*.yaml`."""
+    """Where the tiny model goes, its size and seed; presets live in `configs/tiny/*.yaml`."""
 
+    out: str = ""  # folder to write the model into (--out)
+    corpus: list[str] = field(default_factory=list)  # extra tokenizer text: .txt/.md, .jsonl/.parquet 'text' (--corpus)
+    overwrite: bool = False  # replace what OUT holds when it is not this very model (--overwrite)
     vocab_size: int = 4096  # total, including the special tokens and the answer tags
     hidden_size: int = 128  # width of the residual stream
     num_hidden_layers: int = 2  # transformer blocks
@@ -312,36 +315,31 @@ def init_model(config: TinyModelConfig, tokenizer):
     return model
 
 
-def build(
-    out: str | Path,
-    config: TinyModelConfig | None = None,
-    corpus_files: Sequence[str | Path] = (),
-    *,
-    overwrite: bool = False,
-    progress: bool = False,
-) -> BuildResult:
-    """Train the tokenizer, initialise the model and save both to `out`, which appears only when complete.
+def run(config: TinyModelConfig, *, progress: bool = False) -> BuildResult:
+    """Train the tokenizer, initialise the model and save both to OUT, which appears only when complete.
 
-    An `out` that holds this very model (same config, same corpus files) is kept and its record returned;
+    An OUT that holds this very model (same config, same corpus files) is kept and its record returned;
     anything else there needs `overwrite` (see deepicd.run_folder).
     """
     from tqdm import tqdm
 
     from deepicd import run_folder
     from deepicd.prompts import task
+    from deepicd.schema import require_given
 
-    config = config or TinyModelConfig()
-    out = Path(out)
-    corpus = {f"corpus-{index}": Path(path) for index, path in enumerate(corpus_files)}
+    require_given(config, "tiny-model config", {"out": "--out"})
+    out = Path(config.out)
+    corpus = {f"corpus-{index}": Path(path) for index, path in enumerate(config.corpus)}
     run_folder.refuse_overlap([out], corpus)
-    done = run_folder.previous_run(out, "tiny-model", asdict(config), corpus, overwrite=overwrite)
+    done = run_folder.previous_run(out, "tiny-model", asdict(config), corpus, overwrite=config.overwrite,
+                                   ignore=("out", "corpus", "overwrite"))
     if done is not None:
         made = done["result"]
         return BuildResult(out, made["parameters"], made["vocab_size"],
                            [CorpusSource(**source) for source in made["corpus"]], already_done=True)
     started = time.perf_counter()
     steps = tqdm(total=4, desc="collecting corpus", unit="step", disable=not progress)
-    documents, sources = collect_corpus([Path(f) for f in corpus_files], config.corpus_max_chars, progress)
+    documents, sources = collect_corpus([Path(f) for f in config.corpus], config.corpus_max_chars, progress)
     steps.update()
     steps.set_description("training tokenizer")
     tokenizer = train_tokenizer(documents, config)

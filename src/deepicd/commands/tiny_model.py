@@ -19,12 +19,17 @@ def main(
 ) -> None:
     """Build a tiny Qwen2-architecture chat model with a locally trained tokenizer; nothing is downloaded."""
     from deepicd import tiny
+    from deepicd.config import with_fields
     from deepicd.run_folder import already_done
 
     with user_errors():
-        settings = tiny.load_config(config, list(overrides or []))
+        # Options win over the preset; set as fields (not overrides) so paths need no quoting.
+        settings = with_fields(tiny.load_config(config, list(overrides or [])), {
+            "out": str(out), "corpus": [str(path) for path in corpus] if corpus else None,
+            "overwrite": True if overwrite else None,
+        })
         typer.echo(f"building tiny model in {out} (seed {settings.seed})", err=True)
-        result = tiny.build(out, settings, list(corpus or []), overwrite=overwrite, progress=True)
+        result = tiny.run(settings, progress=True)
     if result.already_done:
         typer.echo(already_done(out))
         return
