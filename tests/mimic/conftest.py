@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from mimickit import preprocess
 
-from deepicd.mimic.synth import write_synthetic_mimic
+from deepicd.mimic.synth import SynthConfig, run as synth
 
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """600 synthetic admissions over 30 first codes: the size of the CPU demo."""
-    return write_synthetic_mimic(tmp_path_factory.mktemp("synth") / "mimic", 600, seed=11, codes=30).out
+    return synth(SynthConfig(out=str(tmp_path_factory.mktemp("synth") / "mimic"), admissions=600, seed=11, codes=30)).out
 
 
 @pytest.fixture(scope="session")

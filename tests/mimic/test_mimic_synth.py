@@ -12,7 +12,7 @@ from mimickit import ADMISSION_COLUMNS, DIAGNOSIS_COLUMNS, NOTE_COLUMNS, PATIENT
 
 from deepicd import icd
 from deepicd.errors import UserError
-from deepicd.mimic.synth import write_synthetic_mimic
+from deepicd.mimic.synth import SynthConfig, run as synth
 
 FILES = {
     "hosp/patients.csv.gz": PATIENT_COLUMNS,
@@ -35,15 +35,15 @@ def test_layout_and_column_names(synth_dir):
 
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path, synth_dir):
-    again = write_synthetic_mimic(tmp_path / "again", 600, seed=11, codes=30).out
-    other = write_synthetic_mimic(tmp_path / "other", 600, seed=12, codes=30).out
+    again = synth(SynthConfig(out=str(tmp_path / "again"), admissions=600, seed=11, codes=30)).out
+    other = synth(SynthConfig(out=str(tmp_path / "other"), admissions=600, seed=12, codes=30)).out
     for name in FILES:
         assert (synth_dir / name).read_bytes() == (again / name).read_bytes(), name
     assert (synth_dir / "note/discharge.csv.gz").read_bytes() != (other / "note/discharge.csv.gz").read_bytes()
-    assert write_synthetic_mimic(tmp_path / "again", 600, seed=11, codes=30).already_done  # the same data
+    assert synth(SynthConfig(out=str(tmp_path / "again"), admissions=600, seed=11, codes=30)).already_done  # the same data
     with pytest.raises(UserError, match=r"other settings \(admissions, codes, seed\).*--overwrite"):
-        write_synthetic_mimic(tmp_path / "again", 10, seed=1)
-    assert write_synthetic_mimic(tmp_path / "again", 10, seed=1, overwrite=True).admissions == 10
+        synth(SynthConfig(out=str(tmp_path / "again"), admissions=10, seed=1))
+    assert synth(SynthConfig(out=str(tmp_path / "again"), admissions=10, seed=1, overwrite=True)).admissions == 10
 
 
 def test_notes_carry_the_template_and_its_quirks(synth_dir):
@@ -117,16 +117,16 @@ def test_a_small_model_learns_the_chapter_from_a_few_hundred_notes(synth_out):
 
 
 def test_long_notes_are_longer(tmp_path):
-    short = write_synthetic_mimic(tmp_path / "short", 40, seed=1, codes=5).out
-    long = write_synthetic_mimic(tmp_path / "long", 40, seed=1, codes=5, length="long").out
+    short = synth(SynthConfig(out=str(tmp_path / "short"), admissions=40, seed=1, codes=5)).out
+    long = synth(SynthConfig(out=str(tmp_path / "long"), admissions=40, seed=1, codes=5, length="long")).out
     words = [sum(len(r["text"].split()) for r in _read(p / "note/discharge.csv.gz")) for p in (short, long)]
     assert words[1] > 1.3 * words[0]
 
 
 def test_clustered_codes_make_the_three_levels_different_tasks(tmp_path):
     """Several codes per category and several categories per chapter, so the levels can disagree."""
-    mimic = write_synthetic_mimic(tmp_path / "mimic", 500, seed=3, codes=48, codes_per_category=3,
-                                  categories_per_chapter=3).out
+    mimic = synth(SynthConfig(out=str(tmp_path / "mimic"), admissions=500, seed=3, codes=48, codes_per_category=3,
+                                  categories_per_chapter=3)).out
     diagnoses = _read(mimic / "hosp/diagnoses_icd.csv.gz")
     first = {row["icd_code"].strip() for row in diagnoses if row["seq_num"] == 1 and row["icd_version"] == 10}
     categories = Counter(code[:3] for code in first)
@@ -141,4 +141,4 @@ def test_clustered_codes_make_the_three_levels_different_tasks(tmp_path):
 
 def test_clustered_vocabulary_refuses_sizes_it_cannot_hold(tmp_path):
     with pytest.raises(UserError, match="codes per category"):
-        write_synthetic_mimic(tmp_path / "mimic", 10, codes=100_000, codes_per_category=3, categories_per_chapter=3).out
+        synth(SynthConfig(out=str(tmp_path / "mimic"), admissions=10, codes=100_000, codes_per_category=3, categories_per_chapter=3)).out

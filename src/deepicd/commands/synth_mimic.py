@@ -24,16 +24,15 @@ def main(
     """Write a synthetic MIMIC-IV (hosp/ + note/) with real column names, note layout and ICD-10-CM codes."""
     from tqdm import tqdm
 
-    from deepicd.mimic.synth import write_synthetic_mimic
+    from deepicd.mimic.synth import SynthConfig, run
     from deepicd.run_folder import already_done
 
     with user_errors():
+        config = SynthConfig(out=str(out), admissions=admissions, seed=seed, codes=codes, icd9_fraction=icd9_fraction,
+                             length=length, codes_per_category=codes_per_category,
+                             categories_per_chapter=categories_per_chapter, overwrite=overwrite)
         with tqdm(total=admissions, unit="adm", desc="synth-mimic", leave=False) as bar:
-            result = write_synthetic_mimic(
-                out, admissions, seed, codes, icd9_fraction=icd9_fraction, length=length,
-                codes_per_category=codes_per_category, categories_per_chapter=categories_per_chapter,
-                overwrite=overwrite, progress=lambda done: bar.update(done - bar.n),
-            )
+            result = run(config, progress=lambda done: bar.update(done - bar.n))
     if result.already_done:
         typer.echo(already_done(out))
         return

@@ -29,7 +29,7 @@ import datetime as dt
 import gzip
 import io
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -42,7 +42,7 @@ from deepicd.mimic.synth_codes import (
 )
 from deepicd.mimic.synth_notes import Admission, NoteWriter
 from deepicd.mimic.tables import TABLE_COLUMNS
-from deepicd.errors import UserError
+from deepicd.schema import one_of, require, require_given
 
 LENGTHS = ("short", "long")
 _CHUNK_ADMISSIONS = 20_000
@@ -199,46 +199,48 @@ def _table(name: str, rows: list[dict]) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=list(columns))
 
 
-def write_synthetic_mimic(
-    out: str | Path,
-    admissions: int,
-    seed: int = 0,
-    codes: int | None = None,
-    *,
-    icd9_fraction: float = 0.15,
-    length: str = "short",
-    codes_per_category: int = 1,
-    categories_per_chapter: int = 1,
-    overwrite: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> SynthResult:
+@dataclass
+class SynthConfig:
+    """What `deepicd synth-mimic` writes: where, how many admissions, which codes, how long the notes are."""
+
+    out: str = ""  # folder to create, with hosp/ and note/ (--out)
+    admissions: int = 1000  # rows of admissions.csv.gz; about 6% get no discharge note and 1% no codes
+    seed: int = 0  # the same seed and settings give byte-identical files
+    codes: int | None = None  # distinct first codes, long-tailed; None: one per 15 admissions, at most 6,400
+    icd9_fraction: float = 0.15  # share of admissions coded in ICD-9 (excluded by preprocess, as in the paper)
+    length: str = "short"  # "short" (admission notes of ~100-250 words, for small models) or "long"
+    codes_per_category: int = 1  # >1 with categories_per_chapter: codes drawn in clusters, so the levels differ
+    categories_per_chapter: int = 1  # categories drawn per chapter when the codes are clustered
+    overwrite: bool = False  # replace what OUT holds when it is not this very data (--overwrite)
+
+    def __post_init__(self) -> None:
+        where = "synth-mimic setting"
+        require(self.admissions >= 1, where, "admissions", "must be at least 1", self.admissions)
+        require(0.0 <= self.icd9_fraction <= 1.0, where, "icd9_fraction", "must lie in [0, 1]", self.icd9_fraction)
+        self.length = one_of(LENGTHS, self.length, "length", where)
+
+
+def run(config: SynthConfig, progress: Callable[[int], None] | None = None) -> SynthResult:
     """Write a synthetic MIMIC-IV folder (hosp/ and note/, and its manifest.json).
 
-    `codes` is the number of distinct first codes (default: one per 15
-    admissions, at most 6,400, the paper's ratio and count); `length` "short" keeps admission notes near 100-250 words for small
-    models, "long" writes fuller notes. `codes_per_category` and
-    `categories_per_chapter` above 1 draw the codes in clusters
-    (`synth_codes.choose_grouped_vocabulary`) so that chapter, category and
-    full-code scores differ; 1 and 1 draw every code on its own. `progress` is called with the number of
-    admissions written after each chunk. The same settings again into the same
-    folder do nothing; other settings there need `overwrite` (deepicd.run_folder).
+    With `codes_per_category` and `categories_per_chapter` above 1 the codes are
+    drawn in clusters (`synth_codes.choose_grouped_vocabulary`) so that chapter,
+    category and full-code scores differ; 1 and 1 draw every code on its own.
+    `progress` is called with the number of admissions written after each chunk.
+    The same settings again into the same folder do nothing; other settings
+    there need `overwrite` (deepicd.run_folder).
     """
     from deepicd import manifest, run_folder
 
-    if admissions < 1:
-        raise UserError(f"admissions must be at least 1, not {admissions}")
-    if not 0.0 <= icd9_fraction <= 1.0:
-        raise UserError(f"icd9_fraction must lie in [0, 1], not {icd9_fraction}")
-    if length not in LENGTHS:
-        raise UserError(f"length must be one of {', '.join(LENGTHS)}, not {length!r}")
-    out = Path(out)
-    settings = {"admissions": admissions, "seed": seed, "codes": codes, "icd9_fraction": icd9_fraction,
-                "length": length, "codes_per_category": codes_per_category,
-                "categories_per_chapter": categories_per_chapter}
-    if run_folder.previous_run(out, "synth-mimic", settings, {}, overwrite=overwrite) is not None:
-        return SynthResult(out, admissions, already_done=True)
-    generator = _Generator(admissions, seed, codes, icd9_fraction, length, codes_per_category, categories_per_chapter)
-    with manifest.staged_directory(out, replace=overwrite or out.is_dir()) as staging:
+    require_given(config, "synth-mimic setting", {"out": "--out"})
+    c, out = config, Path(config.out)
+    settings = asdict(config)
+    if run_folder.previous_run(out, "synth-mimic", settings, {}, overwrite=c.overwrite,
+                               ignore=("out", "overwrite")) is not None:
+        return SynthResult(out, c.admissions, already_done=True)
+    generator = _Generator(c.admissions, c.seed, c.codes, c.icd9_fraction, c.length, c.codes_per_category,
+                           c.categories_per_chapter)
+    with manifest.staged_directory(out, replace=c.overwrite or out.is_dir()) as staging:
         (staging / "hosp").mkdir(parents=True)
         (staging / "note").mkdir()
         sinks = {name: _GzipCsv(staging / path) for name, path in _PATHS.items()}
@@ -251,10 +253,10 @@ def write_synthetic_mimic(
                 progress(written)
         for sink in sinks.values():
             sink.close()
-        entry = manifest.record("synth-mimic", config=settings, seed=seed, result={"admissions": written},
+        entry = manifest.record("synth-mimic", config=settings, seed=c.seed, result={"admissions": written},
                                 packages=("deepicd", "pyarrow", "simple-icd-10-cm"))
         manifest.write(staging, entry, outputs=manifest.describe_outputs(staging))
-    return SynthResult(out, admissions)
+    return SynthResult(out, c.admissions)
 
 
 @dataclass
