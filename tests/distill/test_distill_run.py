@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -18,11 +19,13 @@ from deepicd.prompts import task
 from deepicd.rewards.completion import parse_completion
 
 
-def _config(*overrides: str) -> distill.DistillConfig:
-    return configuration.load(
+def _config(data, out, *overrides: str, split: str = "train", overwrite: bool = False) -> distill.DistillConfig:
+    """The tiny-cpu preset with the fake teacher, distilling DATA's SPLIT into OUT."""
+    settings = configuration.load(
         distill.DistillConfig, "distill", "tiny-cpu",
         ["generator.model=fake-teacher", "filters.min_words=10", "filters.repair_answer=false", *overrides],
     )
+    return dataclasses.replace(settings, data=str(data), split=split, out=str(out), overwrite=overwrite)
 
 
 def _teacher_factory(made: list):
@@ -38,7 +41,7 @@ def test_outputs_are_prompt_completion_pairs_on_the_task_prompt(make_data, tmp_p
     data = make_data(24)
     out = tmp_path / "out"
     made: list = []
-    result = distill.run(data, "train", out, _config("val_fraction=0.2"), make_generator=_teacher_factory(made))
+    result = distill.run(_config(data, out, "val_fraction=0.2"), make_generator=_teacher_factory(made))
 
     assert made[0].closed
     assert result.generated_now == 24 and result.errors_now == 0
@@ -77,11 +80,11 @@ def test_outputs_are_prompt_completion_pairs_on_the_task_prompt(make_data, tmp_p
 def test_val_fraction_zero_writes_no_val_file_and_removes_a_stale_one(make_data, tmp_path):
     data = make_data(24)
     out = tmp_path / "out"
-    distill.run(data, "train", out, _config("val_fraction=0.2"), make_generator=_teacher_factory([]))
+    distill.run(_config(data, out, "val_fraction=0.2"), make_generator=_teacher_factory([]))
     assert (out / "sft" / "val.parquet").is_file()
     # Rebuilt without a held-out share: every sample trains, and the earlier val.parquet (whose patients
     # are now in train) must not be left for `deepicd sft` to evaluate on.
-    result = distill.run(data, "train", out, _config("val_fraction=0"), make_generator=_teacher_factory([]))
+    result = distill.run(_config(data, out, "val_fraction=0"), make_generator=_teacher_factory([]))
     assert result.generated_now == 0 and (result.stats["sft_train"], result.stats["sft_val"]) == (24, 0)
     assert len(pd.read_parquet(out / "sft" / "train.parquet")) == 24
     assert not (out / "sft" / "val.parquet").exists()
@@ -94,7 +97,7 @@ def test_filters_are_counted_per_reason_and_errors_are_retried(make_data, tmp_pa
     data = make_data(12, markers=markers)
     out = tmp_path / "out"
     made: list = []
-    first = distill.run(data, "train", out, _config(), make_generator=_teacher_factory(made))
+    first = distill.run(_config(data, out), make_generator=_teacher_factory(made))
     assert first.errors_now == 2 and first.generated_now == 10 and first.first_error == "teacher failed"
     rejected = first.stats["rejected"]
     assert rejected == {
@@ -106,7 +109,7 @@ def test_filters_are_counted_per_reason_and_errors_are_retried(make_data, tmp_pa
     assert str(20000000 + 5) not in stored and str(20000000 + 6) not in stored  # errors are not written
 
     # The rerun asks the teacher for the two failed admissions only.
-    second = distill.run(data, "train", out, _config(), make_generator=_teacher_factory(made))
+    second = distill.run(_config(data, out), make_generator=_teacher_factory(made))
     assert sorted(made[1].seen) == [str(20000000 + 5), str(20000000 + 6)]
     assert second.errors_now == 2 and second.generated_now == 0
 
@@ -114,9 +117,9 @@ def test_filters_are_counted_per_reason_and_errors_are_retried(make_data, tmp_pa
     fixed = pd.read_parquet(data / "train.parquet")
     fixed["text"] = fixed["text"].str.replace("zzfail", "", regex=False)
     write_split(data, "train", fixed)
-    distill.run(data, "train", out, _config(), make_generator=_teacher_factory(made))
+    distill.run(_config(data, out), make_generator=_teacher_factory(made))
     count = len(made)
-    distill.run(data, "train", out, _config(), make_generator=_teacher_factory(made))
+    distill.run(_config(data, out), make_generator=_teacher_factory(made))
     assert len(made) == count
     lines = (out / "traces.jsonl").read_text().splitlines()
     assert len(lines) == 12 and len({json.loads(line)["hadm_id"] for line in lines}) == 12
@@ -125,7 +128,7 @@ def test_filters_are_counted_per_reason_and_errors_are_retried(make_data, tmp_pa
 def test_several_samples_keep_the_first_that_passes(make_data, tmp_path):
     data = make_data(6)
     out = tmp_path / "out"
-    result = distill.run(data, "train", out, _config("sampling.n=3"), make_generator=_teacher_factory([]))
+    result = distill.run(_config(data, out, "sampling.n=3"), make_generator=_teacher_factory([]))
     rows = list(read_rows(out / "traces.jsonl"))
     assert all(len(row["completions"]) == 3 for row in rows)
     assert result.stats["completions"] == 18 and result.stats["kept"] == 6
@@ -135,7 +138,7 @@ def test_several_samples_keep_the_first_that_passes(make_data, tmp_path):
 
 def test_limit_generates_only_that_many(make_data, tmp_path):
     data = make_data(10)
-    result = distill.run(data, "train", tmp_path / "out", _config("limit=4"), make_generator=_teacher_factory([]))
+    result = distill.run(_config(data, tmp_path / "out", "limit=4"), make_generator=_teacher_factory([]))
     assert result.generated_now == 4 and result.stats["missing"] == 6
 
 
@@ -148,7 +151,7 @@ def test_prompts_reach_the_backend_in_chunks(make_data, tmp_path):
             yield from super().generate(requests, sampling)
 
     data = make_data(10)
-    result = distill.run(data, "train", tmp_path / "out", _config("chunk_size=4"), make_generator=Recording)
+    result = distill.run(_config(data, tmp_path / "out", "chunk_size=4"), make_generator=Recording)
     assert calls == [4, 4, 2] and result.generated_now == 10
 
 
@@ -157,16 +160,16 @@ def test_a_rerun_with_another_split_or_teacher_is_refused(make_data, tmp_path):
     split_table = pd.read_parquet(data / "train.parquet")
     write_split(data, "val", split_table)
     out = tmp_path / "out"
-    distill.run(data, "train", out, _config(), make_generator=_teacher_factory([]))
+    distill.run(_config(data, out), make_generator=_teacher_factory([]))
     with pytest.raises(UserError, match="split='train'"):
-        distill.run(data, "val", out, _config(), make_generator=_teacher_factory([]))
+        distill.run(_config(data, out, split="val"), make_generator=_teacher_factory([]))
     with pytest.raises(UserError, match="teacher='fake-teacher'.*--overwrite"):
-        distill.run(data, "train", out, _config("generator.model=other"), make_generator=_teacher_factory([]))
+        distill.run(_config(data, out, "generator.model=other"), make_generator=_teacher_factory([]))
     # --overwrite starts over: every trace is the new teacher's.
-    anew = distill.run(data, "val", out, _config(), overwrite=True, make_generator=_teacher_factory([]))
+    anew = distill.run(_config(data, out, split="val", overwrite=True), make_generator=_teacher_factory([]))
     assert anew.generated_now == 4 and json.loads((out / "run.json").read_text())["split"] == "val"
     with pytest.raises(UserError, match="holds the input train"):
-        distill.run(out / "sft", "train", out, _config(), make_generator=_teacher_factory([]))
+        distill.run(_config(out / "sft", out), make_generator=_teacher_factory([]))
 
 
 def test_a_teacher_that_cannot_start_does_not_pin_the_folder(make_data, tmp_path):
@@ -177,9 +180,9 @@ def test_a_teacher_that_cannot_start_does_not_pin_the_folder(make_data, tmp_path
         raise UserError(f"model folder not found: {generator_config.model}")
 
     with pytest.raises(UserError, match="not found: fake-teachr"):
-        distill.run(data, "train", out, _config("generator.model=fake-teachr"), make_generator=typo)
+        distill.run(_config(data, out, "generator.model=fake-teachr"), make_generator=typo)
     assert not (out / "run.json").exists()
-    fixed = distill.run(data, "train", out, _config(), make_generator=_teacher_factory([]))
+    fixed = distill.run(_config(data, out), make_generator=_teacher_factory([]))
     assert fixed.generated_now == 4
     assert json.loads((out / "run.json").read_text())["teacher"] == "fake-teacher"
 
@@ -197,13 +200,13 @@ def test_bad_input_tables_are_named(make_data, tmp_path, change, message):
     data = make_data(4)
     write_split(data, "train", change(pd.read_parquet(data / "train.parquet")))
     with pytest.raises(UserError, match=message):
-        distill.run(data, "train", tmp_path / "out", _config(), make_generator=_teacher_factory([]))
+        distill.run(_config(data, tmp_path / "out"), make_generator=_teacher_factory([]))
 
 
 def test_missing_split_file_lists_what_is_there(make_data, tmp_path):
     data = make_data(4)
     with pytest.raises(UserError, match=r"test\.parquet.*train\.parquet"):
-        distill.run(data, "test", tmp_path / "out", _config(), make_generator=_teacher_factory([]))
+        distill.run(_config(data, tmp_path / "out", split="test"), make_generator=_teacher_factory([]))
 
 
 def test_guidelines_reach_the_oracle_prompt(make_data, tmp_path, guidelines_dir):
@@ -216,7 +219,7 @@ def test_guidelines_reach_the_oracle_prompt(make_data, tmp_path, guidelines_dir)
                 captured.append(request)
                 yield from super().generate([request], sampling)
 
-    distill.run(data, "train", tmp_path / "out", _config(f"guidelines_dir={guidelines_dir}"), make_generator=lambda c: Capturing(c))
+    distill.run(_config(data, tmp_path / "out", f"guidelines_dir={guidelines_dir}"), make_generator=lambda c: Capturing(c))
     user = captured[0].messages[1]["content"]
     chapter_9 = json.loads((guidelines_dir / "chapter_9.json").read_text())
     first_heading = next(iter(next(iter(chapter_9.values()))))

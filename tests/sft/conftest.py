@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -21,5 +22,5 @@ def distilled(tmp_path_factory) -> Path:
     settings = configuration.load(
         distill.DistillConfig, "distill", "tiny-cpu", ["generator.model=scripted-teacher", "filters.min_words=5"]
     )
-    distill.run(root / "data", "train", root / "distill", settings, make_generator=TraceTeacher)
+    distill.run(dataclasses.replace(settings, data=str(root / "data"), split="train", out=str(root / "distill")), make_generator=TraceTeacher)
     return root / "distill"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -149,7 +150,7 @@ def test_without_a_validation_set_sft_trains_and_never_evaluates(tiny_model, tmp
         distill.DistillConfig, "distill", "tiny-cpu",
         ["generator.model=scripted-teacher", "filters.min_words=5", "val_fraction=0"],
     )
-    result = distill.run(root / "data", "train", root / "distill", settings, make_generator=TraceTeacher)
+    result = distill.run(dataclasses.replace(settings, data=str(root / "data"), split="train", out=str(root / "distill")), make_generator=TraceTeacher)
     assert result.stats["sft_val"] == 0 and result.stats["sft_train"] == 16
     assert not (root / "distill" / "sft" / "val.parquet").exists()
     assert "no patients held out" in (root / "distill" / "report.md").read_text()

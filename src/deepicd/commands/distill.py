@@ -33,10 +33,11 @@ def main(
     with user_errors():
         # Options win over the preset; set as fields (not overrides) so paths need no quoting.
         settings = configuration.with_fields(configuration.load(DistillConfig, "distill", config, list(overrides or [])), {
+            "data": str(data), "split": split, "out": str(out), "overwrite": True if overwrite else None,
             "generator.backend": backend, "generator.model": teacher,
             "generator.allow_external_endpoint": True if allow_external_endpoint else None,
         })
-        result = run(data, split, out, settings, overwrite=overwrite)
+        result = run(settings)
     stats = result.stats
     table = stats["table2"]
     rejected = ", ".join(f"{reason} {count}" for reason, count in stats["rejected"].items() if count) or "none"

@@ -41,7 +41,7 @@ from deepicd.distill.store import StoreError, TraceStore, read_rows
 from deepicd.generate.base import GenerationRequest, GenerationResult, Generator, SamplingConfig
 from deepicd.generate.config import GeneratorConfig, require_model
 from deepicd.prompts import oracle, task
-from deepicd.schema import require
+from deepicd.schema import require, require_given
 
 TRACES = "traces.jsonl"
 RUN_FILE = "run.json"  # what the traces in this folder were made with; a rerun must match it
@@ -55,6 +55,10 @@ class DistillConfig:
     """One distillation preset; shipped ones live in `configs/distill/*.yaml`."""
 
     name: str = "paper"  # the preset's name, recorded in the manifest
+    data: str = ""  # preprocess output folder holding SPLIT.parquet (--data)
+    split: str = "train"  # which split to distil
+    out: str = ""  # output folder: traces.jsonl, sft/, stats.json, report.md, manifest.json (--out)
+    overwrite: bool = False  # start over: remove OUT's traces and the sets built from them first (--overwrite)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # the teacher and the backend that runs it
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # how the teacher samples
     filters: FilterConfig = field(default_factory=FilterConfig)  # which traces are kept
@@ -276,12 +280,8 @@ def default_generator(config: GeneratorConfig) -> Generator:
 
 
 def run(
-    data_dir: str | Path,
-    split: str,
-    out: str | Path,
     config: DistillConfig,
     *,
-    overwrite: bool = False,
     make_generator: Callable[[GeneratorConfig], Generator] = default_generator,
 ) -> DistillResult:
     """Generate what is missing, then (re)build sft/{train,val}.parquet, stats.json, report.md, manifest.json.
@@ -291,12 +291,13 @@ def run(
     were held out (`val_fraction` > 0).
     """
     started = time.perf_counter()
+    require_given(config, "distill config", {"data": "--data", "out": "--out"})
     require_model(config.generator)  # the teacher, given on the command line
-    out = Path(out)
-    data_file = Path(data_dir) / f"{split}.parquet"
+    out, split = Path(config.out), config.split
+    data_file = Path(config.data) / f"{split}.parquet"
     run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {split: data_file, "teacher": config.generator.model})
-    frame = split_tables.read_notes(data_dir, split)
-    if overwrite:
+    frame = split_tables.read_notes(config.data, split)
+    if config.overwrite:
         run_folder.clear(out, RUN_ENTRIES)
     out.mkdir(parents=True, exist_ok=True)
     identity = {"split": split, "oracle_prompt": oracle.VERSION, "teacher": config.generator.model}
