@@ -156,21 +156,22 @@ def test_without_a_validation_set_sft_trains_and_never_evaluates(tiny_model, tmp
     assert "no patients held out" in (root / "distill" / "report.md").read_text()
 
     config = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", ["max_steps=2", "eval_steps=1", "cpu_threads=1"])
+    out = root / "sft"
+    config = dataclasses.replace(config, data=str(root / "distill"), model=str(tiny_model), out=str(out))
     assert sft.data_files(root / "distill") == (root / "distill" / "sft" / "train.parquet", None)
     assert sft.build_sft_config(config, root, processes=1, has_eval=False).eval_strategy == "no"
-    out = root / "sft"
-    trained = sft.run(root / "distill", tiny_model, out, config)
+    trained = sft.run(config)
     assert trained.steps == 2 and trained.samples == 16 and trained.eval_loss is None
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["inputs"]) == ["train", "model"]
     assert manifest["inputs"]["train"]["path"] == str(root / "distill" / "sft" / "train.parquet")
     assert manifest["result"]["eval_loss"] is None and manifest["config"]["overlong"] == "drop"
     # --overwrite starts over instead of returning the finished run.
-    assert sft.run(root / "distill", tiny_model, out, config).already_done
-    anew = sft.run(root / "distill", tiny_model, out, config, overwrite=True)
+    assert sft.run(config).already_done
+    anew = sft.run(dataclasses.replace(config, overwrite=True))
     assert not anew.already_done and anew.resumed_from is None and anew.steps == 2
     with pytest.raises(UserError, match="is the input model"):
-        sft.run(root / "distill", out / "model", out, config)
+        sft.run(dataclasses.replace(config, model=str(out / "model")))
 
 
 def test_an_empty_val_file_means_no_validation_set(measured, distilled, tmp_path):

@@ -99,7 +99,7 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_is_loaded(tmp_path, di
     shape = json.loads((SHAPES_DIR / "meta-llama--Llama-3.1-8B-Instruct.json").read_text())
     (folder / "config.json").write_text(json.dumps(shape))
     with pytest.raises(UserError, match=r"does not fit in GPU memory: .* a 80 GB GPU has 74\.5 GiB") as error:
-        sft.run(distilled, folder, tmp_path / "out", preset("llama3.1-8b", "gpu_memory_gb=80"))
+        sft.run(preset("llama3.1-8b", "gpu_memory_gb=80", f"data={distilled}", f"model={folder}", f"out={tmp_path / 'out'}"))
     assert "(no FSDP)" in str(error.value) and "--num_processes 4" in str(error.value)
     assert not (tmp_path / "out").exists()
 

@@ -38,8 +38,9 @@ def test_sft_teaches_the_tiny_model_the_answer_format_and_resumes(tiny_model, di
     assert before <= 0.1
 
     out = tmp_path / "sft"
-    settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", FAST)
-    result = sft.run(distilled, tiny_model, out, settings)
+    paths = {"data": str(distilled), "model": str(tiny_model), "out": str(out)}
+    settings = dataclasses.replace(configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", FAST), **paths)
+    result = sft.run(settings)
     assert result.steps == 90 and result.dropped_too_long == 0 and result.truncated == 0
     assert result.eval_loss is not None and result.eval_loss < 1.0
 
@@ -61,16 +62,16 @@ def test_sft_teaches_the_tiny_model_the_answer_format_and_resumes(tiny_model, di
 
     # The same command again: the run is over, so nothing is trained and the recorded result comes back.
     weights = (out / "model" / "model.safetensors").read_bytes()
-    again = sft.run(distilled, tiny_model, out, settings)
+    again = sft.run(settings)
     assert again.already_done and (again.steps, again.train_loss) == (90, result.train_loss)
     assert (out / "model" / "model.safetensors").read_bytes() == weights
     assert checkpoints.last_complete(out / "checkpoints").name == "checkpoint-90"
     with pytest.raises(UserError, match="other settings.*learning_rate"):
-        sft.run(distilled, tiny_model, out, dataclasses.replace(settings, learning_rate=1e-3))
+        sft.run(dataclasses.replace(settings, learning_rate=1e-3))
 
     # The same command with a longer budget continues from checkpoint-90 instead of starting over.
-    longer = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", [*FAST, "max_steps=94"])
-    resumed = sft.run(distilled, tiny_model, out, longer)
+    longer = dataclasses.replace(configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", [*FAST, "max_steps=94"]), **paths)
+    resumed = sft.run(longer)
     assert resumed.steps == 94 and resumed.resumed_from == str(out / "checkpoints" / "checkpoint-90")
     # The whole run's mean loss, not this process's 4 steps divided by 94 (what the trainer reports).
     assert abs(resumed.train_loss - result.train_loss) < 0.2
@@ -169,7 +170,7 @@ def test_data_without_a_completion_column_is_named(tmp_path, tiny_model):
     pd.DataFrame({"prompt": [[{"role": "user", "content": "x"}]], "answer": ["y"]}).to_parquet(folder / "train.parquet")
     settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu")
     with pytest.raises(UserError, match="lacks column\\(s\\) completion"):
-        sft.run(folder, tiny_model, tmp_path / "out", settings)
+        sft.run(dataclasses.replace(settings, data=str(folder), model=str(tiny_model), out=str(tmp_path / "out")))
 
 
 def test_cli_bad_config_key_is_named(tmp_path, distilled):

@@ -29,7 +29,11 @@ def main(
     from deepicd.train.sft import SFTRunConfig, plan_report, run
 
     with user_errors():
-        settings = configuration.load(SFTRunConfig, "sft", config, list(overrides or []))
+        # Options win over the preset; set as fields (not overrides) so paths need no quoting.
+        settings = configuration.with_fields(configuration.load(SFTRunConfig, "sft", config, list(overrides or [])), {
+            "model": model, "data": str(data) if data else None, "out": str(out) if out else None,
+            "overwrite": True if overwrite else None,
+        })
         if plan:
             from deepicd.plan import detect_gpu_memory_gb
 
@@ -39,7 +43,7 @@ def main(
         missing = [flag for flag, value in (("--data", data), ("--out", out)) if value is None]
         if missing:
             raise UserError(f"missing {' and '.join(missing)} (only --plan runs without them)")
-        result = run(data, model, out, settings, overwrite=overwrite)
+        result = run(settings)
     if result is None:
         return
     if result.already_done:

@@ -41,7 +41,7 @@ from pathlib import Path
 from deepicd import manifest, run_folder
 from deepicd.train import checkpoints
 from deepicd.errors import ConfigError, UserError
-from deepicd.schema import choice, require
+from deepicd.schema import choice, require, require_given
 
 
 class Precision(StrEnum):
@@ -69,6 +69,10 @@ class SFTRunConfig:
     """One SFT preset; shipped ones live in `configs/sft/*.yaml`."""
 
     name: str = "qwen2.5-7b"  # the preset's name, recorded in the manifest
+    data: str = ""  # a `deepicd distill` (or sft-data, format-data) output folder, or one holding train.parquet (--data)
+    model: str = ""  # base model: a Hugging Face folder or a hub id already in the local cache (--model)
+    out: str = ""  # run folder: checkpoints/, model/, manifest.json (--out)
+    overwrite: bool = False  # start over: remove OUT's checkpoints, model and manifest first (--overwrite)
     seed: int = 42  # seeds data order, dropout and initialisation
     epochs: float = 1.0  # passes over the training samples (fractions allowed)
     max_steps: int = -1  # > 0: stop after this many optimizer steps (overrides epochs)
@@ -510,9 +514,8 @@ def build_sft_config(config: SFTRunConfig, output_dir: Path, processes: int, has
 RUN_ENTRIES = ("checkpoints", "model", ".model.partial", "manifest.json")
 
 
-def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConfig, *,
-        overwrite: bool = False) -> SFTResult | None:
-    """Fine-tune `model` on DATA's prompt-completion samples; write OUT/model and OUT/manifest.json.
+def run(config: SFTRunConfig) -> SFTResult | None:
+    """Fine-tune MODEL on DATA's prompt-completion samples; write OUT/model and OUT/manifest.json.
 
     A run continues from OUT's last complete checkpoint; a finished run with the
     same settings is returned as it is, and one with other settings is refused
@@ -526,13 +529,14 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
 
     from deepicd import models
 
+    require_given(config, "sft config", {"data": "--data", "model": "--model", "out": "--out"})
     set_seed(config.seed)
-    train_path, val_path = data_files(data)
-    out = Path(out)
+    train_path, val_path = data_files(config.data)
+    out, model = Path(config.out), config.model
     run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {"model": model, "train": train_path,
                                                                      "val": val_path})
     state = PartialState()
-    if overwrite:
+    if config.overwrite:
         if state.is_main_process:
             run_folder.clear(out, RUN_ENTRIES)
         state.wait_for_everyone()
@@ -591,7 +595,9 @@ def run(data: str | Path, model: str | Path, out: str | Path, config: SFTRunConf
 
 def already_trained(out: Path, config: SFTRunConfig, final: Path) -> SFTResult:
     """OUT's run reached its last step: its recorded result, or why it cannot be reused. Nothing is trained."""
-    done = checkpoints.finished_record(out, final, dataclasses.asdict(config), "SFT")["result"]
+    # The folder may be respelled; overwrite says what to do with a run, not what the run is.
+    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in ("out", "overwrite")}
+    done = checkpoints.finished_record(out, final, settings, "SFT")["result"]
     return SFTResult(model_dir=out / "model", steps=done["steps"], train_loss=done["train_loss"],
                      eval_loss=done["eval_loss"], samples=done["samples"], dropped_too_long=done["dropped_too_long"],
                      seconds=0.0, truncated=done.get("truncated", 0), resumed_from=done.get("resumed_from"),
