@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deepicd import icd
+from deepicd import icd, manifest
 from deepicd.evaluate import bootstrap
 from deepicd.evaluate.bootstrap import joint_cells
 from deepicd.evaluate.config import EvaluateConfig
 from deepicd.evaluate.evaluation import evaluate, parse_all
 from deepicd.evaluate.inputs import Predictions, read_predictions
 from deepicd.evaluate.labels import LEVELS
-from deepicd.evaluate.run import evaluate_predictions, write_outputs
+from deepicd.evaluate.run import run, write_outputs
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "evaluation.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -104,10 +104,10 @@ def main() -> None:
                 handle.write(json.dumps({"id": i, "gold": [g], "completion": c}) + "\n")
         timed("read + validate the JSONL", results, read_predictions, path)
         timed("write predictions.jsonl, metrics, report, figures", results, write_outputs, evaluation, Path(tmp) / "written",
-              {}, title="benchmark", source="", draw=True)
-        full = EvaluateConfig()
+              manifest.record("evaluate", config=None), title="benchmark", source="", draw=True)
+        full = EvaluateConfig(predictions=str(path), out=str(Path(tmp) / "eval"))
         full.bootstrap.samples = args.bootstrap
-        timed("end to end: deepicd evaluate --predictions", results, evaluate_predictions, path, Path(tmp) / "eval", full)
+        timed("end to end: deepicd evaluate --predictions", results, run, full)
 
     metrics = evaluation.metrics
     lines = [

@@ -30,26 +30,21 @@ def main(
     """Score first-diagnosis predictions at chapter, category and full-code level (Table 3 metrics and more)."""
     from deepicd.config import with_fields
     from deepicd.evaluate.config import load_evaluate_config
-    from deepicd.evaluate.run import evaluate_model, evaluate_predictions
+    from deepicd.evaluate.run import run
     from deepicd.run_folder import already_done
 
     with user_errors():
-        if (model is None) == (predictions is None):
-            raise UserError("give exactly one of --model PATH (generate, then score) or --predictions FILE (score)")
-        if model is not None and data is None:
-            raise UserError("--model needs --data DIR, the preprocess folder whose split is evaluated")
+        if predictions is not None and (samples is not None or backend is not None):
+            raise UserError("--samples and --backend apply to --model mode; a predictions file brings its own samples")
         # Options win over the preset; set as fields (not overrides) so paths need no quoting.
         settings = with_fields(load_evaluate_config(config, list(overrides or [])), {
-            "split": split, "stage": stage, "limit": limit, "labels": labels,
+            "out": str(out), "predictions": str(predictions) if predictions else None,
+            "data": str(data) if data else None, "overwrite": True if overwrite else None,
+            "generator.model": model, "split": split, "stage": stage, "limit": limit, "labels": labels,
             "prompt": "code-only" if code_only else None, "prefill": "" if code_only else None,
             "sampling.n": samples, "generator.backend": backend,
         })
-        if predictions is not None:
-            if samples is not None or backend is not None:
-                raise UserError("--samples and --backend apply to --model mode; a predictions file brings its own samples")
-            result = evaluate_predictions(predictions, out, settings, data_dir=data, overwrite=overwrite, progress=True)
-        else:
-            result = evaluate_model(model, data, out, settings, overwrite=overwrite, progress=True)
+        result = run(settings, progress=True)
     if result.already_done:
         typer.echo(already_done(out))
     metrics = result.metrics

@@ -56,6 +56,11 @@ class EvaluateConfig:
     """One evaluation: which split, how predictions are read and scored, how they are generated."""
 
     name: str = "default"  # the preset's name, recorded in the manifest
+    out: str = ""  # folder for predictions.jsonl, metrics.json, report.md, figures, manifest.json (--out)
+    # A JSONL of existing completions to score instead of a model's (--predictions); the model is generator.model.
+    predictions: str = ""
+    data: str = ""  # preprocess output folder: the split to generate for, labels.csv, train frequencies (--data)
+    overwrite: bool = False  # replace an evaluation made with other settings or inputs (--overwrite)
     # Split of the data folder to evaluate in --model mode ("test", "val", ...).
     split: str = "test"
     # Evaluate only the first N notes (0: all), for smoke tests.

@@ -39,6 +39,7 @@ from deepicd.evaluate.inputs import (
 from deepicd.evaluate.labels import LabelSpace, read_labels
 from deepicd.evaluate.prompt_filter import filter_predictions
 from deepicd.rewards.completion import normalize_gold
+from deepicd.schema import require_given
 
 OUTPUTS = ("predictions.jsonl", "metrics.json", "report.md", "manifest.json")
 
@@ -50,7 +51,7 @@ class EvaluateResult:
     already_done: bool = False  # OUT held this very evaluation; nothing was redone
 
 
-def previous_evaluation(out: Path, config: EvaluateConfig, inputs: dict, overwrite: bool) -> EvaluateResult | None:
+def previous_evaluation(out: Path, config: EvaluateConfig, inputs: dict) -> EvaluateResult | None:
     """OUT's finished evaluation with these settings and inputs, which stands; None when there is work to do.
 
     Follows deepicd.run_folder, except that a folder without a manifest is an
@@ -64,7 +65,8 @@ def previous_evaluation(out: Path, config: EvaluateConfig, inputs: dict, overwri
         raise UserError(f"--out {out} is a file; give a folder")
     if not (out / shared.FILE).is_file():
         return None
-    done = run_folder.previous_run(out, "evaluate", asdict(config), inputs, overwrite=overwrite)
+    done = run_folder.previous_run(out, "evaluate", asdict(config), inputs, overwrite=config.overwrite,
+                                   ignore=NOT_RESULT_SETTINGS)
     if done is None or not (out / "metrics.json").is_file():
         return None
     return EvaluateResult(out, json.loads((out / "metrics.json").read_text(encoding="utf-8")), already_done=True)
@@ -121,19 +123,37 @@ def write_outputs(evaluation: Evaluation, out: Path, manifest: dict, *, title: s
     return written
 
 
-def evaluate_predictions(
+def run(config: EvaluateConfig, *, progress: bool = False) -> EvaluateResult:
+    """Evaluate into `config.out`: the completions of `config.predictions`, or `generator.model`'s on a split."""
+    require_given(config, "evaluate config", {"out": "--out"})
+    model, predictions = config.generator.model, config.predictions
+    if bool(model) == bool(predictions):
+        raise UserError("give exactly one of --model PATH (generate, then score) or --predictions FILE (score)")
+    data = Path(config.data) if config.data else None
+    if predictions:
+        return _evaluate_predictions(Path(predictions), Path(config.out), config, data_dir=data, progress=progress)
+    if data is None:
+        raise UserError("--model needs --data DIR, the preprocess folder whose split is evaluated")
+    return _evaluate_model(model, data, Path(config.out), config, progress=progress)
+
+
+# Settings that name where the inputs and outputs are (the inputs are compared by content instead), or what
+# to do with an earlier evaluation: a rerun with other values of these is the same evaluation.
+NOT_RESULT_SETTINGS = ("out", "predictions", "data", "overwrite")
+
+
+def _evaluate_predictions(
     predictions_file: Path,
     out: Path,
     config: EvaluateConfig,
     *,
     data_dir: Path | None = None,
-    overwrite: bool = False,
     progress: bool = False,
 ) -> EvaluateResult:
     """Score a JSONL of completions (`gold`, `completion` or `completions`, optional `id`) into `out`."""
     if data_dir is not None and not data_dir.is_dir():
         raise UserError(f"data folder not found: {data_dir}")
-    done = previous_evaluation(out, config, {"predictions": predictions_file, "data": data_dir}, overwrite)
+    done = previous_evaluation(out, config, {"predictions": predictions_file, "data": data_dir})
     if done is not None:
         return done
     predictions = read_predictions(predictions_file, limit=config.limit, progress=progress)
@@ -159,13 +179,12 @@ def evaluate_predictions(
     return EvaluateResult(out, evaluation.metrics)
 
 
-def evaluate_model(
+def _evaluate_model(
     model: str,
     data_dir: Path,
     out: Path,
     config: EvaluateConfig,
     *,
-    overwrite: bool = False,
     progress: bool = False,
 ) -> EvaluateResult:
     """Generate completions for a split of a preprocess folder with `model`, then score them into `out`."""
@@ -173,16 +192,15 @@ def evaluate_model(
     from deepicd.evaluate.generation import cpu_cost_note, generate
     from deepicd.evaluate.prompt_filter import filter_notes
 
-    config.generator.model = model
     split_file = split_tables.notes_path(data_dir, config.split)
-    done = previous_evaluation(out, config, {"split": split_file, "data": data_dir, "model": model}, overwrite)
+    done = previous_evaluation(out, config, {"split": split_file, "data": data_dir, "model": model})
     if done is not None:
         return done
     notes = split_tables.read_notes(data_dir, config.split, columns=(), limit=config.limit)
     notes, dropped = filter_notes(notes, config)
     _announce(dropped.message())
     _announce(cpu_cost_note(config, len(notes)))
-    completions = generate(notes, config, out, overwrite=overwrite)
+    completions = generate(notes, config, out, overwrite=config.overwrite)
     keys = notes["hadm_id"].astype(str).tolist()
     gold = np.asarray([normalize_gold(code) for code in notes["first_code"]], dtype=object)
     predictions = Predictions(keys, gold, [completions[key] for key in keys])
