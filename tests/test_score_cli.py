@@ -124,5 +124,5 @@ def test_the_input_is_never_the_output(tmp_path):
     source = write_jsonl(tmp_path / "in.jsonl", [{"completion": "", "gold": "I10"}])
     before = source.read_text()
     result = runner.invoke(app, ["score", "--preset", "paper", "-i", str(source), "-o", str(tmp_path / "." / "in.jsonl")])
-    assert result.exit_code == 2 and "is the input file" in result.output
+    assert result.exit_code == 2 and "is the input file (-i)" in result.output
     assert source.read_text() == before

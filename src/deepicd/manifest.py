@@ -206,6 +206,8 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(handle, mode, encoding=encoding) as out:
             yield out
+            out.flush()
+            os.fsync(out.fileno())  # on disk before the rename, so a crash never leaves a renamed empty file
         os.chmod(temp, 0o644)  # mkstemp files are owner-only; outputs are meant to be shared
         os.replace(temp, path)
     except BaseException:

@@ -9,13 +9,13 @@ half-written result behind.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from tqdm import tqdm
 
+from deepicd import manifest, run_folder
 from deepicd.jsonl import JsonlError, read_objects
 from deepicd.rewards.scorer import RewardScorer
 
@@ -74,14 +74,11 @@ def score_file(scorer: RewardScorer, source: Path, target: Path, batch_size: int
         raise InputError(f"input file not found: {source}")
     if target.is_dir():
         raise InputError(f"output {target} is a folder; give a file name")
-    if target.exists() and target.resolve() == source.resolve():
-        raise InputError(f"output {target} is the input file; scoring would replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
+    run_folder.refuse_overlap([target], {"file (-i)": source}, flag="output")
     count = 0
     progress = tqdm(total=source.stat().st_size, unit="B", unit_scale=True, desc="scoring", disable=not show_progress)
     try:
-        with partial.open("w", encoding="utf-8") as out:
+        with manifest.atomic_open(target) as out:
             for batch in _batches(read_rows(source, progress), batch_size):
                 if scorer.uses_judge and any(row.note is None for row in batch):
                     missing = next(row for row in batch if row.note is None)
@@ -95,10 +92,6 @@ def score_file(scorer: RewardScorer, source: Path, target: Path, batch_size: int
                 progress.set_postfix(rows=count)
             if count == 0:
                 raise InputError(f"{source} holds no rows to score")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, target)
     finally:
         progress.close()
-        partial.unlink(missing_ok=True)
     return count
