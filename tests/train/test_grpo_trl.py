@@ -69,6 +69,9 @@ def test_grpo_config_maps_prompts_per_step_onto_trl_batches(tmp_path, data_dir, 
     assert args.generation_batch_size == 16 and args.num_generations == 4
     assert (args.beta, args.use_cpu, args.use_vllm, args.max_completion_length) == (0.0, True, False, 48)
     assert (args.temperature, args.learning_rate, args.max_steps, args.seed) == (1.0, 1e-4, 3, 42)
+    assert args.scale_rewards == "group"  # the published GRPO: each group's standard deviation
+    batch = grpo_trl.grpo_args(_run(tmp_path, data_dir, tiny_model, ["grpo.advantage_scale=batch"]), tmp_path, False)
+    assert batch.scale_rewards == "batch"
 
 
 def test_use_vllm_auto_is_off_without_a_gpu():

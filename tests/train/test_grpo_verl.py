@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from deepicd.cli import app
-from deepicd.errors import UserError
+from deepicd.errors import ConfigError, UserError
 from deepicd.manifest import KEYS
 from deepicd.prompts import task
 from deepicd.serving import free_port
@@ -114,7 +114,7 @@ def test_paper_command_composes_against_verls_schema_with_the_paper_values(paper
     run, argv, cfg = paper_composed
     assert argv[1:3] == ["-m", "verl.trainer.main_ppo"]
     actor, rollout, model = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.model
-    assert cfg.algorithm.adv_estimator == "grpo"
+    assert cfg.algorithm.adv_estimator == "grpo" and cfg.algorithm.norm_adv_by_std_in_grpo is True
     assert (cfg.data.train_batch_size, actor.ppo_mini_batch_size, rollout.n) == (64, 64, 8)
     assert (rollout.temperature, actor.optim.lr, actor.optim.lr_warmup_steps) == (0.9, 1e-6, 80)
     assert (cfg.trainer.total_epochs, cfg.data.max_prompt_length, cfg.data.max_response_length) == (1, 2048, 1024)
@@ -159,6 +159,14 @@ def test_rule_only_reward_uses_the_naive_manager_and_ray_address_is_passed(tmp_p
     assert cfg.reward.reward_manager.name == "naive" and "max_concurrent" not in cfg.reward
     assert cfg.ray_kwargs.ray_init.address == "10.0.0.5:6379"
     assert cfg.trainer.total_training_steps == 7
+
+
+def test_advantage_scale_maps_onto_verl_or_is_refused(data_dir, tmp_path):
+    run = load_run_config("r1-zero-qwen2.5-32b", ["grpo.advantage_scale=none"], data_dir=data_dir, out_dir=tmp_path,
+                          model="m")
+    assert "algorithm.norm_adv_by_std_in_grpo=False" in grpo_verl.overrides(run, chat_template=None)
+    with pytest.raises(ConfigError, match="grpo.advantage_scale.*batch is for the trl backend"):
+        load_run_config("r1-zero-qwen2.5-32b", ["grpo.advantage_scale=batch"], data_dir=data_dir, out_dir=tmp_path)
 
 
 def test_dry_run_prints_one_shell_line_equal_to_the_command(tmp_path, data_dir, tiny_model):
