@@ -46,8 +46,10 @@ READ_BACK = {
     "save_steps": (13, lambda c: c.trainer.save_freq),
     "eval_steps": (17, lambda c: c.trainer.test_freq),
     "seed": (7, lambda c: (c.data.seed, c.actor_rollout_ref.rollout.seed)),
+    "advantage_scale": ("none", lambda c: c.algorithm.norm_adv_by_std_in_grpo),
 }
 EXPECTED = {
+    "advantage_scale": False,
     "max_prompt_length": (1000, 1000),
     "max_completion_length": (500, 500),
     "kl_loss_coef": (True, 0.01),
