@@ -171,7 +171,8 @@ class Demo:
         report = self.path("report")
         (report / ".done").unlink(missing_ok=True)  # the tables always reflect the evaluations on disk
         self.step("report (Tables 3 and 4, Figure 4)", report, ["report", *map(str, evals), "--out", str(report),
-                                                                "--sft-stats", str(distill / "stats.json")])
+                                                                "--sft-stats", str(distill / "stats.json"),
+                                                                "--overwrite"])
         return self.check()
 
     def check(self) -> list:

@@ -46,8 +46,13 @@ def _plain(config: Mapping) -> dict:
 
 
 def mismatch(record: dict, stage: str, config: Mapping, inputs: Mapping[str, str | Path | None],
-             ignore: Iterable[str] = ()) -> str | None:
-    """Why the run `record` describes is not this one (other config keys or inputs), or None when it is."""
+             ignore: Iterable[str] = (), every_input: bool = True) -> str | None:
+    """Why the run `record` describes is not this one (other config keys or inputs), or None when it is.
+
+    With `every_input` an input recorded then and not given now (or the reverse) is a difference too;
+    a stage that records more inputs than it can name before running (evaluate's label files, inside
+    its data folder, which is compared) passes False.
+    """
     if not record:
         return "files without a deepicd manifest"
     if record.get("stage") != stage:
@@ -59,9 +64,10 @@ def mismatch(record: dict, stage: str, config: Mapping, inputs: Mapping[str, str
     changed = [key for key in sorted(set(recorded) | set(current))
                if key not in skipped and recorded.get(key) != current.get(key)]
     before = record.get("inputs") or {}
-    for role, value in inputs.items():
-        now, then = manifest.describe_input(value), before.get(role)
-        if _identity(now) != _identity(then):
+    now = {role: manifest.describe_input(value) for role, value in inputs.items()}
+    extra = [role for role in before if role not in inputs] if every_input else []
+    for role in [*inputs, *extra]:
+        if _identity(now.get(role)) != _identity(before.get(role)):
             changed.append(f"input {role}")
     return f"a {stage} run with other settings ({', '.join(changed)})" if changed else None
 
@@ -72,7 +78,7 @@ def _identity(described: dict | None) -> dict | None:
 
 
 def previous_run(out: str | Path, stage: str, config: Mapping, inputs: Mapping[str, str | Path | None], *,
-                 overwrite: bool, ignore: Iterable[str] = ("overwrite",)) -> dict | None:
+                 overwrite: bool, ignore: Iterable[str] = ("overwrite",), every_input: bool = True) -> dict | None:
     """The manifest of OUT's finished `stage` run with these settings and inputs: the stage need not run.
 
     None when OUT is new or empty, or when `overwrite` is set and the stage is to run anew.
@@ -84,7 +90,7 @@ def previous_run(out: str | Path, stage: str, config: Mapping, inputs: Mapping[s
     if not out.is_dir() or not any(not p.name.startswith(".") for p in out.iterdir()):
         return None
     record = manifest.read(out / manifest.FILE)
-    reason = mismatch(record, stage, config, inputs, ignore)
+    reason = mismatch(record, stage, config, inputs, ignore, every_input)
     if overwrite:
         return None
     if reason is None:

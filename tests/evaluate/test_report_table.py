@@ -82,6 +82,15 @@ def test_report_cli_on_a_real_evaluation(tmp_path, data_dir):
     assert "| grpo-tiny |" in result.output and expected in result.output
     assert (out / "table3.md").read_text() in result.output
     assert (out / "table3.csv").read_text().splitlines()[1].startswith("Baselines,qwen-base,")
+    # The same evaluations again: nothing is written, the table is printed; another evaluation needs --overwrite.
+    recorded = (out / "manifest.json").read_bytes()
+    again = runner.invoke(app, ["report", str(evaluation), str(other), "--out", str(out)])
+    assert again.exit_code == 0 and "already holds this run" in again.output and "| grpo-tiny |" in again.output
+    assert (out / "manifest.json").read_bytes() == recorded
+    fewer = runner.invoke(app, ["report", str(evaluation), "--out", str(out)])
+    assert fewer.exit_code == 2 and "--overwrite" in fewer.output
+    inside = runner.invoke(app, ["report", str(evaluation), "--out", str(evaluation), "--overwrite"])
+    assert inside.exit_code == 2 and "is the input run-0-manifest" in inside.output
 
 
 def test_report_errors(tmp_path):
@@ -201,9 +210,12 @@ def test_figure4_plots_chapter_f1_against_sft_samples(tmp_path):
 
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"table2": {}}))
-    refused = runner.invoke(app, ["report", str(a), "--out", str(out), "--sft-stats", str(broken)])
+    other = runner.invoke(app, ["report", str(a), "--out", str(out), "--sft-stats", str(broken)])
+    assert other.exit_code == 2 and "input sft_stats, input run-1, input run-1-manifest" in other.output.replace("\n", "")
+    refused = runner.invoke(app, ["report", str(a), "--out", str(out), "--sft-stats", str(broken), "--overwrite"])
     assert refused.exit_code == 2 and "no 'per_chapter' list" in refused.output
-    missing = runner.invoke(app, ["report", str(a), "--out", str(out), "--sft-stats", str(tmp_path / "nope.json")])
+    missing = runner.invoke(app, ["report", str(a), "--out", str(out), "--sft-stats", str(tmp_path / "nope.json"),
+                                  "--overwrite"])
     assert missing.exit_code == 2 and "SFT stats file not found" in missing.output
 
 

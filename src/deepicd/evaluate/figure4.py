@@ -28,11 +28,18 @@ TABLE = "sft_samples_vs_f1.csv"
 _SHADES = ("#e8f1f8", "#f4f4f4", "#fbf0e6")
 
 
+FILES = (FIGURE, TABLE)
+
+
+def stats_file(path: Path) -> Path:
+    """A distillation's stats.json, given it or its folder."""
+    path = Path(path)
+    return path / "stats.json" if path.is_dir() else path
+
+
 def read_sft_counts(path: Path) -> dict[str, int]:
     """Chapter (Roman numeral) -> SFT samples, from a distillation's stats.json (or its folder)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "stats.json"
+    path = stats_file(path)
     if not path.is_file():
         raise UserError(f"SFT stats file not found: {path} (give the stats.json that `deepicd distill` wrote)")
     try:

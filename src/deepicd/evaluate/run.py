@@ -66,7 +66,7 @@ def previous_evaluation(out: Path, config: EvaluateConfig, inputs: dict) -> Eval
     if not (out / shared.FILE).is_file():
         return None
     done = run_folder.previous_run(out, "evaluate", asdict(config), inputs, overwrite=config.overwrite,
-                                   ignore=NOT_RESULT_SETTINGS)
+                                   ignore=NOT_RESULT_SETTINGS, every_input=False)
     if done is None or not (out / "metrics.json").is_file():
         return None
     return EvaluateResult(out, json.loads((out / "metrics.json").read_text(encoding="utf-8")), already_done=True)

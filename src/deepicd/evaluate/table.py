@@ -56,7 +56,11 @@ class Run:
     manifest: dict = field(default_factory=dict)  # the evaluation's manifest.json ({} without one)
 
 
-def _metrics_file(path: Path) -> Path:
+FILES = ("table3.md", "table3.csv")
+
+
+def metrics_file(path: Path) -> Path:
+    """The metrics.json of an evaluation folder, of a run folder holding eval/, or the file itself."""
     if path.is_file():
         return path
     for candidate in (path / "metrics.json", path / "eval" / "metrics.json"):
@@ -79,7 +83,7 @@ def _read_json(path: Path) -> dict:
 
 def load_run(path: Path) -> Run:
     """One evaluation: its metrics and, from the manifest beside them, its name and group."""
-    metrics_path = _metrics_file(path)
+    metrics_path = metrics_file(path)
     metrics = _read_json(metrics_path)
     for level in LEVELS:
         scores = metrics.get(level)

@@ -47,6 +47,9 @@ def table4_rows(runs: list[Run]) -> list[dict[str, object]]:
     return [row_of(run, title) for kind, title in KINDS.items() for run in ordered if target_of(run) == kind]
 
 
+FILES = ("table4.md", "table4.csv")
+
+
 def write(runs: list[Run], out: Path) -> tuple[str, Path, Path] | None:
     """table4.md and table4.csv in `out` when the runs allow a Table 4; None otherwise."""
     chosen = table4_runs(runs)
