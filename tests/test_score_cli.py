@@ -40,6 +40,12 @@ def test_overrides_reach_the_reward(tmp_path):
     target = tmp_path / "out.jsonl"
     assert runner.invoke(app, ["score", "-p", "paper", "-i", str(source), "-o", str(target), "code_pattern=paper"]).exit_code == 0
     assert json.loads(target.read_text())["outcome"] == -1.0
+    # An existing output is replaced only with --overwrite.
+    kept = runner.invoke(app, ["score", "-p", "paper", "-i", str(source), "-o", str(target)])
+    assert kept.exit_code == 2 and "exists; pass --overwrite" in kept.output
+    assert json.loads(target.read_text())["outcome"] == -1.0
+    assert runner.invoke(app, ["score", "-p", "paper", "-i", str(source), "-o", str(target), "--overwrite"]).exit_code == 0
+    assert json.loads(target.read_text())["outcome"] > 0
 
 
 @pytest.mark.parametrize(

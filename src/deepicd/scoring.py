@@ -9,7 +9,7 @@ half-written result behind.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +18,7 @@ from tqdm import tqdm
 from deepicd import manifest, run_folder
 from deepicd.jsonl import JsonlError, read_objects
 from deepicd.rewards.scorer import RewardScorer
+from deepicd.schema import require, require_given
 
 
 class InputError(JsonlError):
@@ -35,9 +36,9 @@ class ScoreRow:
 
 def _validate(line_number: int, row: dict, source: Path) -> ScoreRow:
     where = f"{source}:{line_number}"
-    for field in ("completion", "gold"):
-        if field not in row:
-            raise InputError(f"{where}: missing field '{field}'")
+    for name in ("completion", "gold"):
+        if name not in row:
+            raise InputError(f"{where}: missing field '{name}'")
     completion, gold, note = row["completion"], row["gold"], row.get("note")
     if not isinstance(completion, str):
         raise InputError(f"{where}: 'completion' must be a string, got {type(completion).__name__}")
@@ -66,6 +67,46 @@ def _batches(rows: Iterator[ScoreRow], size: int) -> Iterator[list[ScoreRow]]:
             batch = []
     if batch:
         yield batch
+
+
+@dataclass
+class ScoreConfig:
+    """`deepicd score`: which completions, which reward, where the scores go."""
+
+    input: str = ""  # JSONL of completions: 'completion', 'gold', optional 'note' and 'id' (-i)
+    output: str = ""  # JSONL written in input order, one row per input row (-o)
+    reward: str = ""  # a reward preset (configs/rewards/NAME.yaml) or a reward YAML file (--preset / --config)
+    overrides: list[str] = field(default_factory=list)  # key=value overrides of the reward config
+    batch_size: int = 512  # rows scored together (and judged concurrently)
+    overwrite: bool = False  # replace an existing output file (--overwrite)
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, "score setting", "batch_size", "must be at least 1", self.batch_size)
+
+
+@dataclass
+class ScoreResult:
+    output: Path
+    rows: int
+
+
+def run(config: ScoreConfig, *, show_progress: bool = True) -> ScoreResult:
+    """Score `config.input` with the configured reward into `config.output`.
+
+    The output is a file, so there is no manifest to compare a rerun with: an
+    existing output is replaced only with `overwrite`, and only once the new one
+    is complete.
+    """
+    from deepicd.rewards.config import load_reward_config
+
+    require_given(config, "score setting", {"input": "-i", "output": "-o", "reward": "--preset or --config"})
+    target = Path(config.output)
+    run_folder.refuse_overlap([target], {"file (-i)": config.input}, flag="output")
+    if target.is_file() and not config.overwrite:
+        raise InputError(f"output {target} exists; pass --overwrite to replace it")
+    scorer = RewardScorer(load_reward_config(config.reward, list(config.overrides)))
+    rows = score_file(scorer, Path(config.input), target, config.batch_size, show_progress)
+    return ScoreResult(target, rows)
 
 
 def score_file(scorer: RewardScorer, source: Path, target: Path, batch_size: int = 512, show_progress: bool = True) -> int:

@@ -20,12 +20,11 @@ def main(
     judge_model: Optional[str] = typer.Option(None, help="Model name the judge server serves; sets judge.model."),
     allow_external_endpoint: bool = typer.Option(False, "--allow-external-endpoint", help="Allow a judge outside loopback/private networks. MIMIC-IV's data use agreement forbids third-party services: use only for servers you control."),
     batch_size: int = typer.Option(512, min=1, help="Rows scored together (and judged concurrently)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output (once the new one is complete)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Reward config overrides as key=value, e.g. outcome.match=10 code_pattern=paper."),
 ) -> None:
     """Score completions with a reward preset: the same reward GRPO trains with, one row per input row."""
-    from deepicd.rewards.config import load_reward_config
-    from deepicd.rewards.scorer import RewardScorer
-    from deepicd.scoring import score_file
+    from deepicd.scoring import ScoreConfig, run
 
     with user_errors():
         if (preset is None) == (config is None):
@@ -37,7 +36,6 @@ def main(
             extra.append(f"judge.model={judge_model}")
         if allow_external_endpoint:
             extra.append("judge.allow_external_endpoint=true")
-        reward_config = load_reward_config(str(config or preset), extra)
-        scorer = RewardScorer(reward_config)
-        count = score_file(scorer, input, output, batch_size=batch_size)
-        typer.echo(f"scored {count} rows -> {output}")
+        result = run(ScoreConfig(input=str(input), output=str(output), reward=str(config or preset), overrides=extra,
+                                 batch_size=batch_size, overwrite=overwrite))
+    typer.echo(f"scored {result.rows} rows -> {result.output}")
