@@ -53,7 +53,8 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path, capsys):
                  for path in out.rglob("manifest.json") if "checkpoint" not in path.as_posix()}
     assert all(tuple(entry) == KEYS for entry in manifests.values()), {k: list(v) for k, v in manifests.items()}
     assert {entry["stage"] for entry in manifests.values()} == {
-        "synth-mimic", "preprocess", "tiny-model", "format-data", "sft", "train-grpo", "distill", "sft-data", "evaluate"}
+        "synth-mimic", "preprocess", "tiny-model", "format-data", "sft", "train-grpo", "distill", "sft-data", "evaluate",
+        "report"}
     assert (manifests["grpo"]["method"], manifests["sft-grpo"]["method"], manifests["sft"]["method"]) == (
         "grpo", "sft-grpo", "sft")
     assert manifests["eval/sft-grpo"]["method"] == "sft-grpo" and manifests["eval/baseline"]["method"] == "baseline"
