@@ -203,6 +203,18 @@ def test_preflight_on_a_cpu_machine_passes_everything_but_the_gpu_count(tmp_path
 
 
 @pytest.mark.skipif(_eight_gpus(), reason="the GPU check passes on a machine with 8 GPUs")
+def test_the_stage_prepares_shows_and_stops_at_a_failed_preflight(tmp_path, data_dir, tiny_model):
+    from deepicd.train import grpo
+
+    run = _paper_run(tmp_path, data_dir, tiny_model, ["reward.preset=paper", "verl.gpu_memory_gb=80"])
+    seen = []
+    with pytest.raises(UserError, match=r"preflight failed \(gpus\); nothing was started"):
+        grpo.run(run, on_prepared=seen.append)
+    assert seen[0].argv[1:3] == ["-m", "verl.trainer.main_ppo"] and seen[0].failed == ["gpus"]
+    assert "per GPU of 80 GB" in seen[0].memory and not (Path(run.out_dir) / "manifest.json").exists()
+
+
+@pytest.mark.skipif(_eight_gpus(), reason="the GPU check passes on a machine with 8 GPUs")
 def test_preflight_names_a_broken_data_file_and_the_cli_stops_before_launching(tmp_path, tiny_model):
     import pyarrow as pa
     import pyarrow.parquet as pq

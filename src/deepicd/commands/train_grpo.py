@@ -3,9 +3,9 @@
 The VERL path composes the exact `python -m verl.trainer.main_ppo` command,
 checks everything it can before any GPU work, and hands it to
 `grpo_verl.train`, which runs it with live output, exports the last checkpoint
-to a Hugging Face folder and records both in the manifest. `--export` does only
-the export, for an existing run. This module maps flags and prints; the work is
-in `deepicd.train`.
+to a Hugging Face folder and records both in the manifest; `deepicd.train.grpo.run`
+is that sequence. `--export` does only the export, for an existing run. This
+module maps flags and prints; the work is in `deepicd.train`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main(
         if export is not None:
             _export(export, out, step)
             return
+        from deepicd.train import grpo
         from deepicd.train.grpo_config import load_run_config
 
         extra = list(overrides or [])
@@ -51,18 +52,29 @@ def main(
         if overwrite:
             extra.append("overwrite=true")
         run = load_run_config(config, extra, model=model, data_dir=data, out_dir=out, backend=backend)
-        missing = [flag for flag, value in (("--data", run.data_dir), ("--out", run.out_dir), ("--model", run.model)) if not value]
-        if missing:
-            raise UserError(f"missing {', '.join(missing)} (preset {run.name!r} does not set it)")
+        grpo.require_paths(run)
         if run.backend == "trl":
             if dry_run or preflight_only:
                 raise UserError("--dry-run and --preflight are for the verl backend; the trl backend runs in this process")
-            _train_trl(run)
-        else:
-            code = _train_verl(run, dry_run=dry_run, preflight_only=preflight_only, skip_preflight=skip_preflight,
-                               export_model=not no_export)
-            if code:
-                raise typer.Exit(code)
+            typer.echo(f"GRPO with TRL: {run.name}, model {run.model}, data {run.data_dir} -> {run.out_dir}", err=True)
+            _report_trl(grpo.run(run))
+            return
+        if preflight_only and skip_preflight:
+            raise UserError("--preflight and --skip-preflight contradict each other")
+        if dry_run:
+            _dry_run(run)
+            return
+        if preflight_only:
+            launch = grpo.prepare(run)
+            _print_launch(launch)
+            if launch.failed:
+                raise UserError(f"preflight failed ({', '.join(launch.failed)}); nothing was started")
+            return
+        result = grpo.run(run, preflight=not skip_preflight, export_model=not no_export, on_prepared=_print_launch)
+        if result.model_dir is not None:
+            typer.echo(f"exported {result.exported_from} -> {result.model_dir}", err=True)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def _export(checkpoint: Path, out: Optional[Path], step: Optional[int]) -> None:
@@ -74,14 +86,10 @@ def _export(checkpoint: Path, out: Optional[Path], step: Optional[int]) -> None:
     typer.echo(f"exported {grpo_verl.find_checkpoint(checkpoint, step)} -> {target}")
 
 
-def _train_trl(run) -> None:
-    from deepicd.train import grpo_trl
-
-    typer.echo(f"GRPO with TRL: {run.name}, model {run.model}, data {run.data_dir} -> {run.out_dir}", err=True)
-    result = grpo_trl.train(run)
+def _report_trl(result) -> None:
     if result.already_done:
-        typer.echo(f"{run.out_dir} already holds this run, trained {result.steps} steps with these settings: "
-                   f"nothing to do -> {result.model_dir}")
+        typer.echo(f"{result.model_dir.parent} already holds this run, trained {result.steps} steps with these "
+                   f"settings: nothing to do -> {result.model_dir}")
         return
     resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
     typer.echo(
@@ -90,47 +98,30 @@ def _train_trl(run) -> None:
     )
 
 
-def _fit_memory(run):
-    """Plan per-GPU memory; with verl.auto_fit, adopt the settings that fit and say what changed."""
-    from deepicd.train import grpo_memory
-
-    fitted = grpo_memory.fit(run)
-    for change in fitted.changes:
+def _print_fit(launch) -> None:
+    for change in launch.fit_changes:
         typer.echo(f"auto_fit: {change} (the preset's setting does not fit; verl.auto_fit=false keeps it)", err=True)
-    if fitted.plan is not None:
-        typer.echo(f"memory: {fitted.plan.summary()}", err=True)
-    else:
-        typer.echo(f"memory: not planned: {fitted.note}", err=True)
-    return fitted.config
+    typer.echo(f"memory: {launch.memory}", err=True)
 
 
-def _train_verl(run, *, dry_run: bool, preflight_only: bool, skip_preflight: bool, export_model: bool) -> int:
-    from deepicd.train import grpo_verl
+def _print_launch(launch) -> None:
+    """What was decided before VERL starts: the memory plan, then each preflight check."""
+    _print_fit(launch)
+    for check in launch.checks:
+        mark = typer.style("ok  ", fg=typer.colors.GREEN) if check.ok else typer.style("FAIL", fg=typer.colors.RED)
+        typer.echo(f"{mark} {check.name}: {check.detail}", err=True)
+    if not launch.failed:
+        config = launch.config
+        typer.echo(f"launching VERL ({config.verl.nnodes} node(s) x {config.verl.n_gpus_per_node} GPUs) -> "
+                   f"{config.out_dir}", err=True)
 
-    run = _fit_memory(run)
-    if dry_run:
-        argv, notes = grpo_verl.dry_run_command(run)
-        typer.echo(grpo_verl.shell_line(argv))
-        for note in notes:
-            typer.echo(f"note: {note}", err=True)
-        return 0
-    argv = grpo_verl.command(run)
-    if not skip_preflight:
-        checks = grpo_verl.preflight(run, argv)
-        for check in checks:
-            mark = typer.style("ok  ", fg=typer.colors.GREEN) if check.ok else typer.style("FAIL", fg=typer.colors.RED)
-            typer.echo(f"{mark} {check.name}: {check.detail}", err=True)
-        failed = [check.name for check in checks if not check.ok]
-        if failed:
-            raise UserError(f"preflight failed ({', '.join(failed)}); nothing was started")
-        if preflight_only:
-            return 0
-    elif preflight_only:
-        raise UserError("--preflight and --skip-preflight contradict each other")
-    if run.verl.prefill == "closed-turn":
-        grpo_verl.write_closed_turn_prompts(run)
-    typer.echo(f"launching VERL ({run.verl.nnodes} node(s) x {run.verl.n_gpus_per_node} GPUs) -> {run.out_dir}", err=True)
-    result = grpo_verl.train(run, argv, export_model=export_model)
-    if result.model_dir is not None:
-        typer.echo(f"exported {result.exported_from} -> {result.model_dir}", err=True)
-    return result.exit_code
+
+def _dry_run(run) -> None:
+    from deepicd.train import grpo, grpo_verl
+
+    launch = grpo.fit(run)
+    _print_fit(launch)
+    argv, notes = grpo_verl.dry_run_command(launch.config)
+    typer.echo(grpo_verl.shell_line(argv))
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
