@@ -165,6 +165,14 @@ def test_a_rerun_with_another_split_or_teacher_is_refused(make_data, tmp_path):
         distill.run(_config(data, out, split="val"), make_generator=_teacher_factory([]))
     with pytest.raises(UserError, match="teacher='fake-teacher'.*--overwrite"):
         distill.run(_config(data, out, "generator.model=other"), make_generator=_teacher_factory([]))
+    # A teacher that cannot start costs nothing, even with --overwrite.
+    def broken(generator_config):
+        raise UserError(f"model folder not found: {generator_config.model}")
+
+    before = (out / "traces.jsonl").read_bytes()
+    with pytest.raises(UserError, match="not found: fake-teacher"):
+        distill.run(_config(data, out, split="val", overwrite=True), make_generator=broken)
+    assert (out / "traces.jsonl").read_bytes() == before
     # --overwrite starts over: every trace is the new teacher's.
     anew = distill.run(_config(data, out, split="val", overwrite=True), make_generator=_teacher_factory([]))
     assert anew.generated_now == 4 and json.loads((out / "run.json").read_text())["split"] == "val"

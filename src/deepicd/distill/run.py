@@ -133,6 +133,21 @@ def _record_identity(out: Path, identity: dict) -> None:
         manifest.write_json(path, {**identity, "created": manifest.now()})
 
 
+class _Prebuilt:
+    """A `make_generator` that hands out a teacher built in advance; `close_unused` closes it if never asked."""
+
+    def __init__(self, teacher: Generator):
+        self.teacher, self.used = teacher, False
+
+    def __call__(self, _config: GeneratorConfig) -> Generator:
+        self.used = True
+        return self.teacher
+
+    def close_unused(self) -> None:
+        if not self.used:
+            self.teacher.close()
+
+
 def generate_missing(
     frame: pd.DataFrame,
     out: Path,
@@ -298,6 +313,8 @@ def run(
     run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {split: data_file, "teacher": config.generator.model})
     frame = split_tables.read_notes(config.data, split)
     if config.overwrite:
+        # The teacher is built before anything is removed: one that cannot start must not cost the old traces.
+        make_generator = _Prebuilt(make_generator(dataclasses.replace(config.generator, progress=False)))
         run_folder.clear(out, RUN_ENTRIES)
     out.mkdir(parents=True, exist_ok=True)
     identity = {"split": split, "oracle_prompt": oracle.VERSION, "teacher": config.generator.model}
@@ -307,6 +324,9 @@ def run(
         train, val, stats = build_sft(frame, out / TRACES, config)
     except StoreError as exc:
         raise UserError(str(exc)) from exc
+    finally:
+        if isinstance(make_generator, _Prebuilt):
+            make_generator.close_unused()
     stats.backend_errors = errors
     summary = stats.as_dict()
 
