@@ -87,12 +87,10 @@ def previous_run(out: str | Path, stage: str, config: Mapping, inputs: Mapping[s
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
-    if not out.is_dir() or not any(not p.name.startswith(".") for p in out.iterdir()):
-        return None
+    if overwrite or not out.is_dir() or not any(not p.name.startswith(".") for p in out.iterdir()):
+        return None  # new, empty, or to be replaced: nothing to compare (comparing hashes every input)
     record = manifest.read(out / manifest.FILE)
     reason = mismatch(record, stage, config, inputs, ignore, every_input)
-    if overwrite:
-        return None
     if reason is None:
         return record
     raise UserError(f"{out} already holds {reason}; {OVERWRITE_HINT}")

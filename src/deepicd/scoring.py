@@ -115,7 +115,6 @@ def score_file(scorer: RewardScorer, source: Path, target: Path, batch_size: int
         raise InputError(f"input file not found: {source}")
     if target.is_dir():
         raise InputError(f"output {target} is a folder; give a file name")
-    run_folder.refuse_overlap([target], {"file (-i)": source}, flag="output")
     count = 0
     progress = tqdm(total=source.stat().st_size, unit="B", unit_scale=True, desc="scoring", disable=not show_progress)
     try:

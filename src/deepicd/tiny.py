@@ -28,7 +28,7 @@ from typing import Iterable, Iterator, Sequence
 
 from deepicd.errors import ConfigError, UserError
 from deepicd import manifest
-from deepicd.manifest import sha256_file, staged_directory
+from deepicd.manifest import staged_directory
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 TAG_TOKENS = ("<think>", "</think>", "<diagnosis>", "</diagnosis>")
@@ -97,12 +97,11 @@ class TinyModelConfig:
 
 @dataclass
 class CorpusSource:
-    """Where part of the tokenizer's training text came from, for the manifest."""
+    """Where part of the tokenizer's training text came from, for the manifest (whose `inputs` hold the checksums)."""
 
     name: str
     documents: int
     chars: int
-    sha256: str = ""
 
 
 @dataclass
@@ -239,7 +238,7 @@ def collect_corpus(
             budget -= len(text)
             count += 1
             chars += len(text)
-        sources.append(CorpusSource(str(path), count, chars, sha256_file(path)))
+        sources.append(CorpusSource(str(path), count, chars))
     return documents, sources
 
 

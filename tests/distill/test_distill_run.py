@@ -14,7 +14,7 @@ from deepicd import config as configuration
 from deepicd.errors import UserError
 from deepicd.distill import run as distill
 from deepicd.manifest import KEYS
-from deepicd.distill.store import read_rows
+from deepicd.distill.store import TraceStore, read_rows
 from deepicd.prompts import task
 from deepicd.rewards.completion import parse_completion
 
@@ -173,6 +173,11 @@ def test_a_rerun_with_another_split_or_teacher_is_refused(make_data, tmp_path):
     with pytest.raises(UserError, match="not found: fake-teacher"):
         distill.run(_config(data, out, split="val", overwrite=True), make_generator=broken)
     assert (out / "traces.jsonl").read_bytes() == before
+    # Nor does one while another run writes there: the traces are emptied only under their lock.
+    with TraceStore(out / "traces.jsonl"):
+        with pytest.raises(UserError, match="another run is writing"):
+            distill.run(_config(data, out, split="val", overwrite=True), make_generator=_teacher_factory([]))
+    assert (out / "traces.jsonl").read_bytes() == before and (out / "run.json").is_file()
     # --overwrite starts over: every trace is the new teacher's.
     anew = distill.run(_config(data, out, split="val", overwrite=True), make_generator=_teacher_factory([]))
     assert anew.generated_now == 4 and json.loads((out / "run.json").read_text())["split"] == "val"

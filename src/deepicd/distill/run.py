@@ -46,8 +46,8 @@ from deepicd.schema import require, require_given
 TRACES = "traces.jsonl"
 RUN_FILE = "run.json"  # what the traces in this folder were made with; a rerun must match it
 IDENTITY_KEYS = ("split", "oracle_prompt", "teacher")
-# What a run leaves in OUT; `overwrite` removes these before it starts over.
-RUN_ENTRIES = (TRACES, f"{TRACES}.lock", RUN_FILE, "sft", "stats.json", "report.md", "manifest.json")
+# What a run makes from its traces; `overwrite` empties the traces (under their lock) and removes these.
+DERIVED_ENTRIES = (RUN_FILE, "sft", "stats.json", "report.md", "manifest.json")
 
 
 @dataclass
@@ -154,14 +154,20 @@ def generate_missing(
     config: DistillConfig,
     make_generator: Callable[[GeneratorConfig], Generator],
     identity: dict,
+    start_over: bool = False,
 ) -> tuple[int, int, str]:
     """Append teacher outputs for every admission of `frame` not yet in traces.jsonl.
 
-    Returns (written, errors, the first error's message).
+    `start_over` empties the traces and removes what was made from them first,
+    once the store's lock is held (another run writing there is refused before
+    anything is removed). Returns (written, errors, the first error's message).
     """
     written = errors = 0
     first_error = ""
     with TraceStore(out / TRACES) as store:
+        if start_over:
+            store.discard()
+            run_folder.clear(out, DERIVED_ENTRIES)
         if store.repaired_bytes:
             tqdm.write(f"removed a torn last line ({store.repaired_bytes} bytes) from {store.path}", file=sys.stderr)
         gold_of = dict(zip(frame["hadm_id"].astype(str), frame["first_code"].map(icd.normalize)))
@@ -310,17 +316,19 @@ def run(
     require_model(config.generator)  # the teacher, given on the command line
     out, split = Path(config.out), config.split
     data_file = Path(config.data) / f"{split}.parquet"
-    run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {split: data_file, "teacher": config.generator.model})
+    run_folder.refuse_overlap([out / name for name in (TRACES, *DERIVED_ENTRIES)],
+                              {split: data_file, "teacher": config.generator.model})
     frame = split_tables.read_notes(config.data, split)
     if config.overwrite:
         # The teacher is built before anything is removed: one that cannot start must not cost the old traces.
         make_generator = _Prebuilt(make_generator(dataclasses.replace(config.generator, progress=False)))
-        run_folder.clear(out, RUN_ENTRIES)
     out.mkdir(parents=True, exist_ok=True)
     identity = {"split": split, "oracle_prompt": oracle.VERSION, "teacher": config.generator.model}
-    _check_identity(out, identity)
+    if not config.overwrite:
+        _check_identity(out, identity)
     try:
-        written, errors, first_error = generate_missing(frame, out, config, make_generator, identity)
+        written, errors, first_error = generate_missing(frame, out, config, make_generator, identity,
+                                                        start_over=config.overwrite)
         train, val, stats = build_sft(frame, out / TRACES, config)
     except StoreError as exc:
         raise UserError(str(exc)) from exc

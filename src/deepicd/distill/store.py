@@ -57,6 +57,12 @@ class TraceStore:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return self
 
+    def discard(self) -> None:
+        """Empty the open store (a run that starts over), under the lock that keeps other runs out."""
+        os.ftruncate(self._fd, 0)
+        self._keys.clear()
+        self.duplicates = self._unsynced = 0
+
     def _repair_and_index(self) -> None:
         if not self.path.exists():
             return

@@ -54,22 +54,28 @@ def is_final(checkpoint: Path, max_steps: int) -> bool:
     return planned > 0 and int(state.get("global_step") or 0) >= planned
 
 
-def finished_record(out: Path, final: Path, settings: dict, stage: str) -> dict:
+# Config keys that say where a run is or what to do with an earlier one, not what the run is.
+NOT_RUN_SETTINGS = ("out", "out_dir", "overwrite")
+
+
+def finished_record(out: Path, final: Path, stage: str, config: dict) -> dict:
     """The manifest of OUT's finished run, when it may stand for this one; UserError saying why not.
 
     `final` holds the run's last step. The model and manifest must be there
-    (a run that died while saving has neither), and the recorded settings must
-    be `settings`: a finished run with other settings is not this run.
+    (a run that died while saving has neither), and the recorded config must be
+    `config` (deepicd.run_folder.mismatch): a finished run with other settings
+    is not this run.
     """
-    model_dir, path = out / "model", out / "manifest.json"
+    from deepicd import manifest, run_folder
+
+    model_dir, path = out / "model", out / manifest.FILE
     if not model_dir.is_dir() or not path.is_file():
         raise UserError(f"{final} holds the run's last step, but {model_dir} or {path} is missing (the run stopped "
                         f"while saving its model); delete {final} to train that step again")
-    record = json.loads(path.read_text(encoding="utf-8"))
-    changed = sorted(key for key, value in settings.items() if record.get("config", {}).get(key) != value)
-    if changed:
-        raise UserError(f"{out} holds a finished {stage} run with other settings ({', '.join(changed)}); "
-                        "pass --overwrite to train anew there, or give another --out")
+    record = manifest.read(path)
+    reason = run_folder.mismatch(record, stage, config, {}, ignore=NOT_RUN_SETTINGS, every_input=False)
+    if reason is not None:
+        raise UserError(f"{out} holds {reason}; pass --overwrite to train anew there, or give another --out")
     return record
 
 

@@ -144,9 +144,7 @@ def already_trained(config: GRPORunConfig, final: Path) -> TrlRunResult:
     from deepicd.train import checkpoints
 
     out = Path(config.out_dir)
-    # The folder may be respelled; overwrite says what to do with a run, not what the run is.
-    settings = {key: value for key, value in asdict(config).items() if key not in ("out_dir", "overwrite")}
-    record = checkpoints.finished_record(out, final, settings, "GRPO")
+    record = checkpoints.finished_record(out, final, "train-grpo", asdict(config))
     done = record["result"]
     return TrlRunResult(out / "model", out / "manifest.json", done["global_step"], done["dropped_too_long"],
                         done["resumed_from"], 0.0, already_done=True)

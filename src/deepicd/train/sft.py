@@ -595,9 +595,7 @@ def run(config: SFTRunConfig) -> SFTResult | None:
 
 def already_trained(out: Path, config: SFTRunConfig, final: Path) -> SFTResult:
     """OUT's run reached its last step: its recorded result, or why it cannot be reused. Nothing is trained."""
-    # The folder may be respelled; overwrite says what to do with a run, not what the run is.
-    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in ("out", "overwrite")}
-    done = checkpoints.finished_record(out, final, settings, "SFT")["result"]
+    done = checkpoints.finished_record(out, final, "sft", dataclasses.asdict(config))["result"]
     return SFTResult(model_dir=out / "model", steps=done["steps"], train_loss=done["train_loss"],
                      eval_loss=done["eval_loss"], samples=done["samples"], dropped_too_long=done["dropped_too_long"],
                      seconds=0.0, truncated=done.get("truncated", 0), resumed_from=done.get("resumed_from"),
