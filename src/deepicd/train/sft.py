@@ -455,12 +455,19 @@ def _trl_max_length(config: SFTRunConfig) -> int | None:
     return config.max_length
 
 
+def uses_cpu(config: SFTRunConfig) -> bool:
+    """Whether the run trains on the CPU: `device: cpu`, or `auto` without a CUDA GPU."""
+    import torch
+
+    return config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+
+
 def build_sft_config(config: SFTRunConfig, output_dir: Path, processes: int, has_eval: bool):
     """The TRL SFTConfig for a preset (field names checked against trl 1.16)."""
     import torch
     from trl import SFTConfig
 
-    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    use_cpu = uses_cpu(config)
     if config.device == "cuda" and not torch.cuda.is_available():
         raise UserError("sft config asks for device=cuda but no CUDA GPU is available; use device=cpu")
     bf16 = config.precision in ("bf16", "bf16-mixed")
@@ -535,7 +542,9 @@ def run(config: SFTRunConfig) -> SFTResult | None:
     out, model = Path(config.out), config.model
     run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {"model": model, "train": train_path,
                                                                      "val": val_path})
-    state = PartialState()
+    # The process group the trainer will use: on the CPU only `cpu=True` joins the ranks of a multi-process
+    # launch (without it every rank is its own main process, and all of them would write OUT).
+    state = PartialState(cpu=uses_cpu(config))
     if config.overwrite:
         if state.is_main_process:
             run_folder.clear(out, RUN_ENTRIES)
