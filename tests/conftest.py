@@ -1,4 +1,4 @@
-"""Shared test fixtures: the repository's path, chapter guideline files, and the tiny model.
+"""Shared test fixtures: the repository's path, chapter guideline files, a dead process id and the tiny model.
 
 The default tiny model takes many seconds to build on a small CPU, and almost
 every test folder needs one, so it is built once per session here and shared.
@@ -11,12 +11,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from guideline_files import write_guideline_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
@@ -35,6 +39,14 @@ def release_guidelines_dir() -> Path:
     if not folder or not Path(folder).is_dir():
         pytest.skip("tests of the published guideline files need DEEPICD_GUIDELINES_DIR=<folder of chapter_<n>.json>")
     return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def dead_pid() -> int:
+    """The id of a process that has exited: what a killed run's temporaries are named after."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def _digests(folder: Path) -> dict[str, str]:

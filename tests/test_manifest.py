@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 
 import pytest
 
 from deepicd import manifest
 from deepicd.errors import UserError
-
-
-def _dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
 
 
 def test_a_folder_appears_whole_and_replaces_the_old_one(tmp_path):
@@ -54,16 +46,16 @@ def test_a_folder_that_appeared_meanwhile_is_kept_unless_replacing(tmp_path):
     assert list(target.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_temporaries_of_dead_runs_are_cleared_and_live_ones_kept(tmp_path):
+def test_temporaries_of_dead_runs_are_cleared_and_live_ones_kept(tmp_path, dead_pid):
     target = tmp_path / "out"
-    dead = tmp_path / f".out.tmp-{_dead_pid()}-abc"
+    dead = tmp_path / f".out.tmp-{dead_pid}-abc"
     dead.mkdir()
     (dead / "model.safetensors").write_text("left by a SIGKILLed run")
-    dead_file = tmp_path / f".out.tmp-{_dead_pid()}-xyz"
+    dead_file = tmp_path / f".out.tmp-{dead_pid}-xyz"
     dead_file.write_text("half a file")
     live = tmp_path / f".out.tmp-{os.getppid()}-def"  # the process that started the tests is alive
     live.mkdir()
-    other = tmp_path / f".outer.tmp-{_dead_pid()}-abc"  # another target's temporary
+    other = tmp_path / f".outer.tmp-{dead_pid}-abc"  # another target's temporary
     other.mkdir()
     with manifest.staged_directory(target) as staging:
         (staging / "x").write_text("x")
@@ -71,9 +63,9 @@ def test_temporaries_of_dead_runs_are_cleared_and_live_ones_kept(tmp_path):
     assert live.exists() and other.exists() and (target / "x").exists()
 
 
-def test_files_are_written_atomically_and_clear_stale_ones_too(tmp_path):
+def test_files_are_written_atomically_and_clear_stale_ones_too(tmp_path, dead_pid):
     path = tmp_path / "predictions.jsonl"
-    stale = tmp_path / f".predictions.jsonl.tmp-{_dead_pid()}-q1"
+    stale = tmp_path / f".predictions.jsonl.tmp-{dead_pid}-q1"
     stale.write_text("torn")
     with pytest.raises(RuntimeError):
         with manifest.atomic_open(path) as handle:

@@ -240,6 +240,42 @@ def make_shareable(folder: str | Path) -> None:
             path.chmod(path.stat().st_mode | (0o755 if path.is_dir() else 0o644))
 
 
+def new_staging(target: str | Path) -> Path:
+    """An empty temporary folder beside `target`, named for this process, to be put in its place by `commit_staging`.
+
+    The temporaries that killed runs left beside `target` are removed first.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale(target)
+    return Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), dir=target.parent))
+
+
+def commit_staging(staging: str | Path, target: str | Path, *, replace: bool = True) -> None:
+    """Put the complete folder `staging` in `target`'s place, readable by everyone.
+
+    An old `target` is moved aside before the rename and put back if the rename
+    fails, so there is always one complete folder at `target`. With
+    `replace=False`, a `target` that appeared meanwhile is kept and this fails.
+    """
+    staging, target = Path(staging), Path(target)
+    make_shareable(staging)  # mkdtemp makes it owner-only; an output folder is meant to be shared
+    if target.exists() and not replace:
+        raise UserError(f"{target} appeared during the run; not replacing it")
+    if not target.exists():
+        staging.rename(target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), dir=target.parent))
+    old.rmdir()
+    target.rename(old)  # aside, then in: a failed second rename puts the old folder back
+    try:
+        staging.rename(target)
+    except BaseException:
+        old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_directory(target: str | Path, *, replace: bool = True) -> Iterator[Path]:
     """A temporary folder beside `target` that takes its place only when the block succeeds.
@@ -250,27 +286,10 @@ def staged_directory(target: str | Path, *, replace: bool = True) -> Iterator[Pa
     on the next start. With `replace=False`, a `target` that appeared meanwhile
     is kept and the run fails.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clear_stale(target)
-    staging = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), dir=target.parent))
+    staging = new_staging(target)
     try:
         yield staging
-        make_shareable(staging)  # mkdtemp makes it owner-only; an output folder is meant to be shared
-        if target.exists() and not replace:
-            raise UserError(f"{target} appeared during the run; not replacing it")
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), dir=target.parent))
-            old.rmdir()
-            target.rename(old)  # aside, then in: a failed second rename puts the old folder back
-            try:
-                staging.rename(target)
-            except BaseException:
-                old.rename(target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
+        commit_staging(staging, target, replace=replace)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

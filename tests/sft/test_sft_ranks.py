@@ -26,8 +26,10 @@ def _launch(distilled, tiny_model, out, *extra):
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_two_ranks_train_once_and_agree_on_reruns(distilled, tiny_model, tmp_path):
+def test_two_ranks_train_once_and_agree_on_reruns(distilled, tiny_model, tmp_path, dead_pid):
     out = tmp_path / "run"
+    stale = out / f".model.tmp-{dead_pid}-x"  # left by a run killed while saving; the next save clears it
+    stale.mkdir(parents=True)
     # 8 samples a step cannot be split into 8 per rank on 2 ranks: both ranks see 2 processes.
     uneven = _launch(distilled, tiny_model, out, "per_device_batch_size=8")
     assert uneven.returncode != 0 and "per_device_batch_size x processes = 8 x 2" in uneven.stderr + uneven.stdout
@@ -37,6 +39,9 @@ def test_two_ranks_train_once_and_agree_on_reruns(distilled, tiny_model, tmp_pat
     assert first.stdout.count("trained 2 steps") == 1  # the main rank reports, the other returns quietly
     recorded = json.loads((out / "manifest.json").read_text())["result"]
     assert (recorded["processes"], recorded["gradient_accumulation_steps"]) == (2, 1)
+    # Both ranks saved into the main rank's staging folder, which then became model/.
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "manifest.json", "model"]
+    assert (out / "model" / "model.safetensors").is_file()
 
     again = _launch(distilled, tiny_model, out, "per_device_batch_size=4")
     assert again.returncode == 0 and again.stdout.count("already holds this run") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -55,6 +56,7 @@ def test_sft_teaches_the_tiny_model_the_answer_format_and_resumes(tiny_model, di
     assert manifest["outputs"]["model/model.safetensors"]["bytes"] > 0
     assert manifest["prompts"]["oracle"] == "oracle-v1" and "trl" in manifest["versions"]
     assert (out / "model" / "tokenizer.json").is_file() and (out / "model" / "config.json").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "manifest.json", "model"]  # no temporary left
     assert checkpoints.last_complete(out / "checkpoints").name == "checkpoint-90"
     logged = [entry["loss"] for entry in json.loads((out / "checkpoints" / "checkpoint-90" / "trainer_state.json")
                                                     .read_text())["log_history"] if "loss" in entry]
@@ -77,6 +79,35 @@ def test_sft_teaches_the_tiny_model_the_answer_format_and_resumes(tiny_model, di
     assert abs(resumed.train_loss - result.train_loss) < 0.2
     assert result.resumed_from is None
     assert json.loads((out / "manifest.json").read_text())["result"]["resumed_from"].endswith("checkpoint-90")
+
+
+@pytest.mark.slow
+def test_a_failed_final_save_leaves_no_model_and_no_temporary(tiny_model, distilled, tmp_path, monkeypatch,
+                                                              one_thread, dead_pid):
+    from trl import SFTTrainer
+
+    out = tmp_path / "sft"
+    stale = out / f".model.tmp-{dead_pid}-x"  # what a run killed while saving leaves
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_text("half of a model")
+
+    checkpoint_save = SFTTrainer.save_model
+
+    def disk_full(self, output_dir=None, _internal_call=False):
+        if _internal_call:  # the trainer's own checkpoints are saved as usual; the final save fails
+            return checkpoint_save(self, output_dir, _internal_call)
+        (Path(output_dir) / "model.safetensors").write_text("half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SFTTrainer, "save_model", disk_full)
+    paths = {"data": str(distilled), "model": str(tiny_model), "out": str(out)}
+    settings = dataclasses.replace(configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu",
+                                                      ["max_steps=2", "save_steps=2", "cpu_threads=1"]), **paths)
+    with pytest.raises(OSError, match="No space left"):
+        sft.run(settings)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]  # neither model/ nor a temporary
+    with pytest.raises(UserError, match="stopped while saving its model"):
+        sft.run(settings)
 
 
 def test_incomplete_checkpoints_are_skipped(tmp_path):

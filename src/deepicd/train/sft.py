@@ -518,7 +518,7 @@ def build_sft_config(config: SFTRunConfig, output_dir: Path, processes: int, has
 
 
 # What a run leaves in OUT; `overwrite` removes these before it starts over.
-RUN_ENTRIES = ("checkpoints", "model", ".model.partial", "manifest.json")
+RUN_ENTRIES = ("checkpoints", "model", "manifest.json")
 
 
 def run(config: SFTRunConfig) -> SFTResult | None:
@@ -571,20 +571,20 @@ def run(config: SFTRunConfig) -> SFTResult | None:
     eval_loss = trainer.evaluate()["eval_loss"] if val is not None else None
 
     model_dir = out / "model"
-    staging = out / ".model.partial"
     if trainer.is_fsdp_enabled:  # gather the shards into one Hugging Face state dict for the final save
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    if state.is_main_process and staging.exists():
-        shutil.rmtree(staging)
-    state.wait_for_everyone()
-    trainer.save_model(str(staging))
+    staging = shared_staging(model_dir, state)
     result = None
+    try:
+        trainer.save_model(str(staging))  # every rank takes part in saving a sharded model
+        if state.is_main_process:
+            tokenizer.save_pretrained(staging)
+            manifest.commit_staging(staging, model_dir)
+    except BaseException:
+        if state.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     if state.is_main_process:
-        tokenizer.save_pretrained(staging)
-        manifest.make_shareable(staging)
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        staging.rename(model_dir)
         result = SFTResult(
             model_dir=model_dir,
             steps=output.global_step,
@@ -600,6 +600,19 @@ def run(config: SFTRunConfig) -> SFTResult | None:
         write_manifest(out, config, source, (train_path, val_path), result, args.gradient_accumulation_steps, state.num_processes)
     state.wait_for_everyone()
     return result
+
+
+def shared_staging(target: Path, state) -> Path:
+    """The main rank's staging folder for `target` (`manifest.new_staging`), known to every rank.
+
+    The final save is collective under FSDP, so all ranks write into one folder;
+    only the main rank creates it and later renames it onto `target`.
+    """
+    from accelerate.utils import broadcast_object_list
+
+    name = [str(manifest.new_staging(target)) if state.is_main_process else None]
+    broadcast_object_list(name)
+    return Path(name[0])
 
 
 def already_trained(out: Path, config: SFTRunConfig, final: Path) -> SFTResult:
