@@ -125,7 +125,7 @@ def main(argv=None) -> dict:
             f"grpo.gradient_checkpointing={not args.no_gradient_checkpointing and not args.smoke}",
             f"trl.per_device_batch_size={min(args.micro_batch, completions)}", "trl.use_vllm=false",
             f"trl.dtype={'float32' if args.smoke else 'bfloat16'}",
-        ], model=str(model_dir), data_dir=data_dir, out_dir=scratch / "run")
+        ], model=str(model_dir), data=data_dir, out=scratch / "run")
         model = models.load_causal_lm(model_dir, dtype=run.trl.dtype, device="cpu")
         parameters = sum(p.numel() for p in model.parameters())
         dataset, _, _ = grpo_trl.build_dataset(run, tokenizer, "<think>")

@@ -802,8 +802,8 @@ def grpo_run_config(plan: Plan, data_dir: Path, out_dir: Path, device):
 
     cuda = device.type == "cuda"
     run = GRPORunConfig(
-        name="gpu-check", backend="trl", model=f"random-init {plan.grpo_size}", data_dir=str(data_dir),
-        out_dir=str(out_dir), reward=RewardSettings(preset="paper"),
+        name="gpu-check", backend="trl", model=f"random-init {plan.grpo_size}", data=str(data_dir),
+        out=str(out_dir), reward=RewardSettings(preset="paper"),
         grpo=GRPOSettings(train_batch_size=plan.grpo_prompts, mini_batch_size=plan.grpo_prompts,
                           num_generations=plan.grpo_generations, max_completion_length=plan.grpo_completion_tokens,
                           max_prompt_length=plan.grpo_prompt_tokens + 512, max_steps=1 + plan.grpo_timed_steps,

@@ -144,6 +144,25 @@ def test_sft_config_uses_trl_field_names(tmp_path):
     assert args.gradient_accumulation_steps == 1 and args.eval_strategy == "no"
 
 
+def test_every_sft_setting_reaches_trl_or_is_deepicds_own(tmp_path):
+    groups = [sft.TRL_SAME_NAME, tuple(sft.TRL_RENAMED), sft.TRL_DERIVED, sft.DEEPICD_ONLY]
+    grouped = [name for group in groups for name in group]
+    fields = [f.name for f in dataclasses.fields(sft.SFTRunConfig)]
+    assert sorted(grouped) == sorted(fields)  # a new setting must say how it reaches TRL; none is listed twice
+
+    # Values no preset uses, so a setting that is dropped on the way shows as TRL's default.
+    given = {"seed": 7, "max_steps": 13, "learning_rate": 3e-4, "warmup_steps": 3, "weight_decay": 0.05,
+             "max_grad_norm": 0.5, "packing": True, "padding_free": True, "logging_steps": 3, "save_steps": 11,
+             "save_total_limit": 4, "dataset_num_proc": 2, "dataloader_num_workers": 1, "epochs": 2.5,
+             "per_device_batch_size": 2, "lr_scheduler": "linear", "optimizer": "adafactor"}
+    assert set(given) == set(sft.TRL_SAME_NAME) | set(sft.TRL_RENAMED)
+    settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", [f"{k}={v}" for k, v in given.items()])
+    args = sft.build_sft_config(settings, tmp_path, processes=1, has_eval=False)
+    for name, value in given.items():
+        held = getattr(args, sft.TRL_RENAMED.get(name, name))
+        assert str(held) == str(value) or held == value, name  # TRL keeps its choices as enums
+
+
 def test_fsdp_activation_checkpointing_replaces_the_trainers(tmp_path, monkeypatch):
     settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", ["gradient_checkpointing=true"])
     assert sft.build_sft_config(settings, tmp_path, 1, False).gradient_checkpointing

@@ -54,8 +54,8 @@ def test_tiny_cpu_preset_is_a_short_trl_run():
 
 def test_command_line_paths_and_backend_win_over_the_preset(tmp_path):
     config = load_run_config("r1-zero-qwen2.5-32b", ["grpo.max_steps=5"], model="/models/x",
-                             data_dir=tmp_path, out_dir=tmp_path / "run", backend="trl")
-    assert (config.model, config.data_dir, config.backend, config.grpo.max_steps) == (
+                             data=tmp_path, out=tmp_path / "run", backend="trl")
+    assert (config.model, config.data, config.backend, config.grpo.max_steps) == (
         "/models/x", str(tmp_path), "trl", 5)
 
 

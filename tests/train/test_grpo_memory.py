@@ -26,7 +26,7 @@ def test_every_verl_preset_is_in_the_matrix():
 
 def _run(name, gpu_gb, *overrides, tmp_path):
     return load_run_config(name, [f"verl.gpu_memory_gb={gpu_gb}", *overrides], model=INIT.get(name),
-                           data_dir=tmp_path / "data", out_dir=tmp_path / "run")
+                           data=tmp_path / "data", out=tmp_path / "run")
 
 
 @pytest.mark.parametrize("gpu", sorted(GPUS_GB))
@@ -83,12 +83,12 @@ def test_a_plan_nothing_can_fit_is_refused(tmp_path):
 
 
 def test_unknown_gpu_or_model_is_a_note_not_a_plan(tmp_path):
-    run = load_run_config("r1-zero-qwen2.5-32b", data_dir=tmp_path, out_dir=tmp_path)
+    run = load_run_config("r1-zero-qwen2.5-32b", data=tmp_path, out=tmp_path)
     fitted = grpo_memory.fit(run)
     if fitted.plan is None:  # no GPU on this machine
         assert "verl.gpu_memory_gb" in fitted.note
     run = load_run_config("r1-zero-qwen2.5-32b", ["verl.gpu_memory_gb=80"], model=str(tmp_path / "absent"),
-                          data_dir=tmp_path, out_dir=tmp_path)
+                          data=tmp_path, out=tmp_path)
     fitted = grpo_memory.fit(run)
     assert fitted.plan is None and "cannot size model" in fitted.note
 
@@ -119,7 +119,7 @@ def test_dry_run_refuses_an_oversized_plan_without_auto_fit(tmp_path):
 def _trl_run(tmp_path, model, *overrides):
     return load_run_config("tiny-cpu", ["grpo.max_prompt_length=2048", "grpo.max_completion_length=1024",
                                         "grpo.num_generations=8", "grpo.train_batch_size=4", "grpo.mini_batch_size=4",
-                                        *overrides], model=model, data_dir=tmp_path, out_dir=tmp_path / "run")
+                                        *overrides], model=model, data=tmp_path, out=tmp_path / "run")
 
 
 def test_trl_plan_counts_colocated_vllm_against_the_policy(tmp_path):

@@ -16,7 +16,7 @@ from deepicd.train.grpo_config import load_run_config
 
 
 def _run(tmp_path, data_dir, tiny_model, overrides=()):
-    return load_run_config("tiny-cpu", list(overrides), data_dir=data_dir, out_dir=tmp_path / "run",
+    return load_run_config("tiny-cpu", list(overrides), data=data_dir, out=tmp_path / "run",
                            model=str(tiny_model))
 
 

@@ -94,7 +94,7 @@ def test_prefill_template_with_the_tiny_tokenizer(tiny_model):
 
 
 def _paper_run(tmp_path: Path, data_dir: Path, tiny_model: Path, overrides=()):
-    return load_run_config("r1-zero-qwen2.5-32b", list(overrides), data_dir=data_dir, out_dir=tmp_path / "run",
+    return load_run_config("r1-zero-qwen2.5-32b", list(overrides), data=data_dir, out=tmp_path / "run",
                            model=str(tiny_model))
 
 
@@ -105,7 +105,7 @@ def paper_composed(tmp_path_factory, data_dir):
     template_file = folder / "chatml.jinja"
     template_file.write_text(QWEN_STYLE)
     run = load_run_config("r1-zero-qwen2.5-32b", [f"verl.chat_template_file={template_file}"],
-                          data_dir=data_dir, out_dir=folder / "run")
+                          data=data_dir, out=folder / "run")
     argv = grpo_verl.command(run)
     return run, argv, grpo_verl.compose_verl(grpo_verl.verl_overrides(argv))
 
@@ -130,7 +130,7 @@ def test_paper_command_composes_against_verls_schema_with_the_paper_values(paper
     assert cfg.data.train_files == str(data_dir.resolve() / "verl" / "train.parquet")
     assert cfg.data.val_files == str(data_dir.resolve() / "verl" / "val.parquet")
     assert cfg.trainer.resume_mode == "auto"
-    assert cfg.trainer.default_local_dir == str((Path(run.out_dir) / "checkpoints").resolve())
+    assert cfg.trainer.default_local_dir == str((Path(run.out) / "checkpoints").resolve())
     # Reward wiring: the 0.9 keys, our installed entry file, the judge's rate-limited manager.
     reward = cfg.reward
     assert Path(reward.custom_reward_function.path).is_file()
@@ -162,11 +162,11 @@ def test_rule_only_reward_uses_the_naive_manager_and_ray_address_is_passed(tmp_p
 
 
 def test_advantage_scale_maps_onto_verl_or_is_refused(data_dir, tmp_path):
-    run = load_run_config("r1-zero-qwen2.5-32b", ["grpo.advantage_scale=none"], data_dir=data_dir, out_dir=tmp_path,
+    run = load_run_config("r1-zero-qwen2.5-32b", ["grpo.advantage_scale=none"], data=data_dir, out=tmp_path,
                           model="m")
     assert "algorithm.norm_adv_by_std_in_grpo=False" in grpo_verl.overrides(run, chat_template=None)
     with pytest.raises(ConfigError, match="grpo.advantage_scale.*batch is for the trl backend"):
-        load_run_config("r1-zero-qwen2.5-32b", ["grpo.advantage_scale=batch"], data_dir=data_dir, out_dir=tmp_path)
+        load_run_config("r1-zero-qwen2.5-32b", ["grpo.advantage_scale=batch"], data=data_dir, out=tmp_path)
 
 
 def test_dry_run_prints_one_shell_line_equal_to_the_command(tmp_path, data_dir, tiny_model):
@@ -211,7 +211,7 @@ def test_the_stage_prepares_shows_and_stops_at_a_failed_preflight(tmp_path, data
     with pytest.raises(UserError, match=r"preflight failed \(gpus\); nothing was started"):
         grpo.run(run, on_prepared=seen.append)
     assert seen[0].argv[1:3] == ["-m", "verl.trainer.main_ppo"] and seen[0].failed == ["gpus"]
-    assert "per GPU of 80 GB" in seen[0].memory and not (Path(run.out_dir) / "manifest.json").exists()
+    assert "per GPU of 80 GB" in seen[0].memory and not (Path(run.out) / "manifest.json").exists()
 
 
 @pytest.mark.skipif(_eight_gpus(), reason="the GPU check passes on a machine with 8 GPUs")
@@ -261,7 +261,7 @@ def test_preflight_reports_a_judge_that_does_not_answer(tmp_path, data_dir, tiny
 
 
 def test_missing_model_is_reported_with_the_chat_template_hint(tmp_path, data_dir):
-    run = load_run_config("r1-zero-qwen2.5-32b", data_dir=data_dir, out_dir=tmp_path, model=str(tmp_path / "nope"))
+    run = load_run_config("r1-zero-qwen2.5-32b", data=data_dir, out=tmp_path, model=str(tmp_path / "nope"))
     with pytest.raises(UserError, match="model folder not found.*verl.chat_template_file"):
         grpo_verl.command(run)
 
@@ -273,7 +273,7 @@ def test_launch_returns_the_engines_exit_code():
 
 def test_a_run_records_itself_before_launch_and_its_outcome_after(tmp_path, data_dir):
     """The manifest exists while the engine runs (a crash still says what ran) and ends with the exit code."""
-    run = load_run_config("r1-zero-qwen2.5-32b", data_dir=data_dir, out_dir=tmp_path / "run", model="m")
+    run = load_run_config("r1-zero-qwen2.5-32b", data=data_dir, out=tmp_path / "run", model="m")
     (tmp_path / "run").mkdir()
     seen = tmp_path / "seen.json"
     # The stand-in engine copies the manifest it finds at launch, then fails.
@@ -297,14 +297,14 @@ def test_overwrite_starts_the_run_over(tmp_path, data_dir):
     (out / "model").mkdir()
     (out / "notes.txt").write_text("mine")
     engine = [sys.executable, "-c", "import sys; sys.exit(3)"]
-    kept = load_run_config("r1-zero-qwen2.5-32b", data_dir=data_dir, out_dir=out, model="m")
+    kept = load_run_config("r1-zero-qwen2.5-32b", data=data_dir, out=out, model="m")
     grpo_verl.train(kept, engine)
     assert (out / "checkpoints" / "global_step_100").is_dir() and (out / "model").is_dir()
-    anew = load_run_config("r1-zero-qwen2.5-32b", ["overwrite=true"], data_dir=data_dir, out_dir=out, model="m")
+    anew = load_run_config("r1-zero-qwen2.5-32b", ["overwrite=true"], data=data_dir, out=out, model="m")
     grpo_verl.train(anew, engine)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt"]
     (out / "model").mkdir()
-    own_model = load_run_config("r1-zero-qwen2.5-32b", data_dir=data_dir, out_dir=out, model=str(out / "model"))
+    own_model = load_run_config("r1-zero-qwen2.5-32b", data=data_dir, out=out, model=str(out / "model"))
     with pytest.raises(UserError, match="is the input model"):
         grpo_verl.train(own_model, engine)
 

@@ -67,7 +67,7 @@ def template_file(tmp_path_factory) -> Path:
 
 def compose(template_file: Path, tmp_path: Path, overrides=()):
     run = load_run_config("r1-zero-qwen2.5-32b", [f"verl.chat_template_file={template_file}", *overrides],
-                          data_dir=tmp_path / "data", out_dir=tmp_path / "run")
+                          data=tmp_path / "data", out=tmp_path / "run")
     return grpo_verl.compose_verl(grpo_verl.verl_overrides(grpo_verl.command(run)))
 
 

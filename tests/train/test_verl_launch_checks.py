@@ -18,7 +18,7 @@ def template(tmp_path):
 
 def _command(tmp_path, template, overrides):
     run = load_run_config("r1-zero-qwen2.5-32b", [f"verl.chat_template_file={template}", *overrides],
-                          data_dir=tmp_path / "data", out_dir=tmp_path / "run")
+                          data=tmp_path / "data", out=tmp_path / "run")
     return grpo_verl.command(run)
 
 
@@ -62,7 +62,7 @@ def test_closed_turn_prefill_feeds_verl_the_published_prompts(tmp_path, data_dir
     from deepicd.split_tables import verl_path
 
     run = load_run_config("r1-zero-qwen2.5-32b", ["verl.prefill=closed-turn"], model=str(tiny_model),
-                          data_dir=data_dir, out_dir=tmp_path / "run")
+                          data=data_dir, out=tmp_path / "run")
     argv = grpo_verl.command(run)
     assert not any(arg.startswith("actor_rollout_ref.model.custom_chat_template=") for arg in argv)
     composed = grpo_verl.compose_verl(grpo_verl.verl_overrides(argv))

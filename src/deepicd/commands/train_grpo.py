@@ -51,12 +51,12 @@ def main(
             extra.append("stage=sft-grpo")
         if overwrite:
             extra.append("overwrite=true")
-        run = load_run_config(config, extra, model=model, data_dir=data, out_dir=out, backend=backend)
+        run = load_run_config(config, extra, model=model, data=data, out=out, backend=backend)
         grpo.require_paths(run)
         if run.backend == "trl":
             if dry_run or preflight_only:
                 raise UserError("--dry-run and --preflight are for the verl backend; the trl backend runs in this process")
-            typer.echo(f"GRPO with TRL: {run.name}, model {run.model}, data {run.data_dir} -> {run.out_dir}", err=True)
+            typer.echo(f"GRPO with TRL: {run.name}, model {run.model}, data {run.data} -> {run.out}", err=True)
             _report_trl(grpo.run(run))
             return
         if preflight_only and skip_preflight:
@@ -113,7 +113,7 @@ def _print_launch(launch) -> None:
     if not launch.failed:
         config = launch.config
         typer.echo(f"launching VERL ({config.verl.nnodes} node(s) x {config.verl.n_gpus_per_node} GPUs) -> "
-                   f"{config.out_dir}", err=True)
+                   f"{config.out}", err=True)
 
 
 def _dry_run(run) -> None:

@@ -55,7 +55,7 @@ def is_final(checkpoint: Path, max_steps: int) -> bool:
 
 
 # Config keys that say where a run is or what to do with an earlier one, not what the run is.
-NOT_RUN_SETTINGS = ("out", "out_dir", "overwrite")
+NOT_RUN_SETTINGS = ("out", "overwrite")
 
 
 def finished_record(out: Path, final: Path, stage: str, config: dict) -> dict:

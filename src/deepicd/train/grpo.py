@@ -33,7 +33,7 @@ class VerlLaunch:
 
 def require_paths(config: GRPORunConfig) -> None:
     """The data, output folder and model a run needs; a preset may hold the model, never the folders."""
-    missing = [flag for flag, value in (("--data", config.data_dir), ("--out", config.out_dir),
+    missing = [flag for flag, value in (("--data", config.data), ("--out", config.out),
                                         ("--model", config.model)) if not value]
     if missing:
         raise UserError(f"missing {', '.join(missing)} (preset {config.name!r} does not set it)")

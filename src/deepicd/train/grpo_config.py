@@ -164,8 +164,8 @@ class GRPORunConfig:
     stage: str = "grpo"  # "grpo" (from an instruct model) or "sft-grpo" (from an SFT checkpoint)
     backend: str = "verl"  # "verl" (GPU nodes, Ray) or "trl" (one device)
     model: str = ""  # Hugging Face folder or hub id
-    data_dir: str = ""  # output of `deepicd preprocess`
-    out_dir: str = ""  # run folder: checkpoints, model, manifest, reward curves
+    data: str = ""  # output of `deepicd preprocess` (--data)
+    out: str = ""  # run folder: checkpoints, model, manifest, reward curves (--out)
     overwrite: bool = False  # start over: remove the run folder's checkpoints, model and records first (--overwrite)
     max_train_samples: int = -1  # use only the first N training prompts (-1: all)
     max_val_samples: int = -1  # use only the first N validation prompts (-1: all)
@@ -187,13 +187,13 @@ def load_run_config(
     overrides: Sequence[str] = (),
     *,
     model: str | None = None,
-    data_dir: str | Path | None = None,
-    out_dir: str | Path | None = None,
+    data: str | Path | None = None,
+    out: str | Path | None = None,
     backend: str | None = None,
 ) -> GRPORunConfig:
     """A preset with `key=value` overrides; paths given on the command line win over the preset's."""
     config = load(GRPORunConfig, "grpo", name_or_path, overrides)
-    changes = {"model": model, "data_dir": data_dir, "out_dir": out_dir, "backend": backend,
+    changes = {"model": model, "data": data, "out": out, "backend": backend,
                "name": None if config.name else Path(str(name_or_path)).stem}
     return replace(config, **{k: str(v) for k, v in changes.items() if v is not None})
 

@@ -296,7 +296,7 @@ def hardware_table(presets: list[str]) -> str:
     for name in presets:
         for node, gb in HARDWARE:
             run = load_run_config(name, [f"verl.gpu_memory_gb={gb}"], model=PRESET_MODELS.get(name),
-                                  data_dir="data", out_dir="run")
+                                  data="data", out="run")
             fitted = fit(run)
             v, plan = fitted.config.verl, fitted.plan
             picked = (f"TP {v.tensor_parallel_size}, micro-batch {v.micro_batch_size_per_gpu}, offload "

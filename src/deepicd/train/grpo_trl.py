@@ -70,7 +70,7 @@ def build_dataset(config: GRPORunConfig, tokenizer, prefill: str):
 
     from deepicd.train.data import find_split, read_examples, render_prompt
 
-    path = find_split(config.data_dir, "train")
+    path = find_split(config.data, "train")
     examples = read_examples(path, config.max_train_samples)
     # TRL tokenizes text prompts with the tokenizer's special tokens; a template that already
     # starts with BOS (Llama 3) would otherwise get it twice.
@@ -143,7 +143,7 @@ def already_trained(config: GRPORunConfig, final: Path) -> TrlRunResult:
     """OUT's run reached its last step: its recorded result, or why it cannot be reused. Nothing is trained."""
     from deepicd.train import checkpoints
 
-    out = Path(config.out_dir)
+    out = Path(config.out)
     record = checkpoints.finished_record(out, final, "train-grpo", asdict(config))
     done = record["result"]
     return TrlRunResult(out / "model", out / "manifest.json", done["global_step"], done["dropped_too_long"],
@@ -202,8 +202,8 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
             "pick one with CUDA_VISIBLE_DEVICES=0, or use the verl backend for several GPUs"
         )
     started, started_at = time.perf_counter(), manifest.now()
-    out = Path(config.out_dir)
-    run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {"model": config.model, "data": config.data_dir})
+    out = Path(config.out)
+    run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {"model": config.model, "data": config.data})
     if config.overwrite:
         run_folder.clear(out, RUN_ENTRIES)
     output_dir = out / "checkpoints"

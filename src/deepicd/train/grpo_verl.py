@@ -205,9 +205,9 @@ def train_files(config: GRPORunConfig) -> dict[str, Path]:
     from deepicd.split_tables import verl_path
 
     if config.verl.prefill == "closed-turn":
-        folder = Path(config.out_dir).resolve() / CLOSED_TURN_DIR
+        folder = Path(config.out).resolve() / CLOSED_TURN_DIR
         return {split: folder / f"{split}.parquet" for split in ("train", "val")}
-    return {split: verl_path(Path(config.data_dir).resolve(), split) for split in ("train", "val")}
+    return {split: verl_path(Path(config.data).resolve(), split) for split in ("train", "val")}
 
 
 def write_closed_turn_prompts(config: GRPORunConfig) -> dict[str, Path]:
@@ -226,7 +226,7 @@ def write_closed_turn_prompts(config: GRPORunConfig) -> dict[str, Path]:
     prefill = load_reward_config(config.reward.preset, list(config.reward.overrides)).prefill
     written = {}
     for split, target in train_files(config).items():
-        table = pq.read_table(verl_path(config.data_dir, split))
+        table = pq.read_table(verl_path(config.data, split))
         column = table.schema.field("prompt")
         prompts = [list(messages) + [{"role": "assistant", "content": prefill}]
                    for messages in table.column("prompt").to_pylist()]
@@ -245,7 +245,7 @@ def overrides(config: GRPORunConfig, chat_template: str | None) -> list[str]:
     if not g.bf16:
         raise ConfigError("invalid grpo config at key 'grpo.bf16': VERL trains in bfloat16 mixed precision; set it true")
     check_judge_placement(config)
-    out = Path(config.out_dir).resolve()
+    out = Path(config.out).resolve()
     use_judge = judge_enabled(config)
     files = train_files(config)
     pairs: list[tuple[str, Any]] = [
@@ -352,8 +352,8 @@ def dry_run_command(config: GRPORunConfig) -> tuple[list[str], list[str]]:
         notes.append(f"model not available here ({exc}); actor_rollout_ref.model.custom_chat_template is described, "
                      "not rendered: the launch reads it from the model's tokenizer")
     for split in ("train", "val"):
-        if not verl_path(config.data_dir, split).is_file():
-            notes.append(f"data file not found here: {verl_path(config.data_dir, split)} (--preflight checks it)")
+        if not verl_path(config.data, split).is_file():
+            notes.append(f"data file not found here: {verl_path(config.data, split)} (--preflight checks it)")
     return command(config, chat_template=template), notes
 
 
@@ -455,7 +455,7 @@ def _sample_row(config: GRPORunConfig) -> dict:
     from deepicd.split_tables import verl_path
     from deepicd.train.data import _read
 
-    return _read(verl_path(config.data_dir, "train"), 1)[0]
+    return _read(verl_path(config.data, "train"), 1)[0]
 
 
 def check_reward(verl_config, row: dict, use_judge: bool) -> str:
@@ -567,9 +567,9 @@ def preflight(config: GRPORunConfig, argv: Sequence[str]) -> list[Check]:
 
     data_ok = True
     for split in ("train", "val"):
-        problems = check_verl_file(verl_path(config.data_dir, split), need_note=use_judge)
+        problems = check_verl_file(verl_path(config.data, split), need_note=use_judge)
         data_ok &= not problems
-        checks.append(Check(f"data:{split}", not problems, problems[0] if problems else str(verl_path(config.data_dir, split))))
+        checks.append(Check(f"data:{split}", not problems, problems[0] if problems else str(verl_path(config.data, split))))
 
     try:
         resolved = models.resolve(config.model, local_only=False)
@@ -707,7 +707,7 @@ def run_manifest(config: GRPORunConfig, argv: Sequence[str]) -> dict:
     from deepicd.prompts import task
     from deepicd.split_tables import verl_path
 
-    data = {split: verl_path(config.data_dir, split) for split in ("train", "val")}
+    data = {split: verl_path(config.data, split) for split in ("train", "val")}
     return manifest.record(
         "train-grpo", method=config.stage, config=asdict(config), seed=config.grpo.seed,
         inputs={**{split: path for split, path in data.items() if path.is_file()}, "model": config.model},
@@ -725,8 +725,8 @@ def train(config: GRPORunConfig, argv: Sequence[str], *, export_model: bool = Tr
     """
     from deepicd import manifest, run_folder
 
-    out = Path(config.out_dir)
-    run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {"model": config.model, "data": config.data_dir})
+    out = Path(config.out)
+    run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {"model": config.model, "data": config.data})
     if config.overwrite:  # VERL resumes from the checkpoints it finds; starting over means removing them
         run_folder.clear(out, RUN_ENTRIES)
     record = run_manifest(config, argv)

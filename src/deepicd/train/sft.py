@@ -462,6 +462,23 @@ def uses_cpu(config: SFTRunConfig) -> bool:
     return config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
 
 
+# How each setting reaches TRL's SFTConfig. deepicd's training settings share one vocabulary across stages
+# (GRPO's `epochs`, `per_device_batch_size` and `learning_rate` are the same words), so TRL's own names
+# appear only here; tests/sft/test_sft_train.py checks that every field is in exactly one group and that
+# TRL holds each value handed over.
+TRL_SAME_NAME = ("seed", "max_steps", "learning_rate", "warmup_steps", "weight_decay", "max_grad_norm", "packing",
+                 "padding_free", "logging_steps", "save_steps", "save_total_limit", "dataset_num_proc",
+                 "dataloader_num_workers")
+TRL_RENAMED = {"epochs": "num_train_epochs", "per_device_batch_size": "per_device_train_batch_size",
+               "lr_scheduler": "lr_scheduler_type", "optimizer": "optim"}
+# Handed over in another form, worked out in `build_sft_config` (accumulation, bf16, use_cpu, ...).
+TRL_DERIVED = ("batch_size", "precision", "device", "gradient_checkpointing", "max_length", "attn_implementation",
+               "eval_steps", "report_to")
+# Read by deepicd alone: paths, the run folder rule, the sample-length rule, the memory check.
+DEEPICD_ONLY = ("name", "data", "model", "out", "overwrite", "overlong", "cpu_threads", "gpu_memory_gb",
+                "check_memory")
+
+
 def build_sft_config(config: SFTRunConfig, output_dir: Path, processes: int, has_eval: bool):
     """The TRL SFTConfig for a preset (field names checked against trl 1.16)."""
     import torch
@@ -477,26 +494,16 @@ def build_sft_config(config: SFTRunConfig, output_dir: Path, processes: int, has
     if has_eval and config.eval_steps > 0:
         eval_strategy = "steps"
     return SFTConfig(
+        **{name: getattr(config, name) for name in TRL_SAME_NAME},
+        **{trl_name: getattr(config, name) for name, trl_name in TRL_RENAMED.items()},
         output_dir=str(output_dir),
-        seed=config.seed,
         data_seed=config.seed,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_batch_size,
         per_device_eval_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=accumulation_steps(config, processes),
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        optim=config.optimizer,
-        max_grad_norm=config.max_grad_norm,
         bf16=bf16,
         use_cpu=use_cpu,
         gradient_checkpointing=config.gradient_checkpointing and not _fsdp_does_checkpointing(),
         max_length=_trl_max_length(config),
-        packing=config.packing,
-        padding_free=config.padding_free,
         completion_only_loss=True,
         assistant_only_loss=False,
         model_init_kwargs={
@@ -504,12 +511,7 @@ def build_sft_config(config: SFTRunConfig, output_dir: Path, processes: int, has
             "attn_implementation": config.attn_implementation,
             "device_map": None,  # the trainer / FSDP places the weights, never "auto" across GPUs
         },
-        dataset_num_proc=config.dataset_num_proc,
-        dataloader_num_workers=config.dataloader_num_workers,
-        logging_steps=config.logging_steps,
         save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
         eval_strategy=eval_strategy,
         eval_steps=config.eval_steps if eval_strategy == "steps" else None,
         report_to=list(config.report_to) or "none",
