@@ -75,3 +75,19 @@ def test_clear_removes_only_the_named_entries(tmp_path):
     removed = run_folder.clear(tmp_path, ("checkpoints", "model", "manifest.json", "absent"))
     assert sorted(p.name for p in removed) == ["checkpoints", "manifest.json", "model"]
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_resumable_run_keeps_its_entries_and_clears_what_killed_saves_left(tmp_path, dead_pid):
+    import os
+
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    killed = tmp_path / f".model.tmp-{dead_pid}-a"  # a final save that was killed halfway
+    killed.mkdir()
+    (killed / "model.safetensors").write_text("half")
+    saving = tmp_path / f".model.tmp-{os.getppid()}-b"  # a live process is saving: not ours to remove
+    saving.mkdir()
+    run_folder.start_resumable(tmp_path, ("checkpoints", "model"), overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["checkpoints", saving.name])
+
+    run_folder.start_resumable(tmp_path, ("checkpoints", "model"), overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [saving.name]

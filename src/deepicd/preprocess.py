@@ -28,6 +28,7 @@ from deepicd.mimic.collect import collect, locate_inputs
 from deepicd.mimic.ontology import OntologyService
 from deepicd.mimic.outputs import write_outputs
 from deepicd.prompts import task
+from deepicd.schema import require_given
 
 DATA_SOURCE = "deepicd/mimic-iv"
 
@@ -98,10 +99,7 @@ def load_config(name_or_path: str = "default", overrides: tuple[str, ...] | list
 
 def require_paths(config: PreprocessConfig) -> None:
     """The paths a preset cannot hold: given on the command line when the stage runs."""
-    if not config.mimic_dir:
-        raise UserError("no MIMIC-IV folder given (--mimic-dir)")
-    if not config.out:
-        raise UserError("no output folder given (--out)")
+    require_given(config, "preprocess config", {"mimic_dir": "--mimic-dir", "out": "--out"})
 
 
 def dropped_warning(counts: dict, threshold: float) -> str | None:

@@ -9,7 +9,7 @@
   (`deepicd.manifest.staged_directory`, `atomic_open`).
 
 Resumable stages (`sft`, `train-grpo`, `distill`) continue an unfinished run in the same folder
-instead; `--overwrite` makes them start over (`clear`).
+instead; `--overwrite` makes them start over (`start_resumable`, `clear`).
 """
 
 from __future__ import annotations
@@ -114,3 +114,17 @@ def clear(out: str | Path, names: Iterable[str]) -> list[Path]:
             continue
         removed.append(path)
     return removed
+
+
+def start_resumable(out: str | Path, names: Iterable[str], *, overwrite: bool) -> None:
+    """Ready OUT for a resumable stage: with `overwrite` the named entries of its run go (`clear`).
+
+    Either way the temporaries that killed runs left beside those entries go
+    (`deepicd.manifest.clear_stale`): a save killed halfway can hold a model's
+    worth of disk, which the next run should not have to train beside.
+    """
+    names = list(names)
+    if overwrite:
+        clear(out, names)
+    for name in names:
+        manifest.clear_stale(Path(out) / name)

@@ -144,7 +144,7 @@ def test_trl_backend_has_no_dry_run(tmp_path, data_dir, tiny_model):
 def test_missing_model_is_a_clear_error(tmp_path, data_dir):
     result = CliRunner().invoke(app, ["train-grpo", "--config", "tiny-cpu", "--data", str(data_dir),
                                       "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "missing --model" in result.output
+    assert result.exit_code == 2 and "is required (--model)" in result.output
 
 
 def test_init_continues_from_an_sft_model_and_records_the_sft_grpo_stage(tmp_path, data_dir, tiny_model):

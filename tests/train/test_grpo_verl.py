@@ -330,9 +330,16 @@ def test_find_checkpoint_picks_the_tracked_latest_or_the_asked_step(tmp_path):
         grpo_verl.find_checkpoint(tmp_path / "run" / "checkpoints" / "global_step_50" / "actor" / "huggingface")
 
 
-def test_find_checkpoint_without_tracker_takes_the_highest_step(tmp_path):
-    ckpts = _fake_checkpoints(tmp_path, steps=(5, 40, 300), latest=None)
-    assert grpo_verl.find_checkpoint(ckpts) == ckpts / "global_step_300" / "actor"
+def test_only_a_checkpoint_verl_tracked_as_complete_is_taken_unasked(tmp_path):
+    ckpts = _fake_checkpoints(tmp_path, steps=(5, 40, 300), latest=40)  # global_step_300: a save cut short
+    assert grpo_verl.find_checkpoint(ckpts) == ckpts / "global_step_40" / "actor"
+    (ckpts / "latest_checkpointed_iteration.txt").unlink()
+    with pytest.raises(UserError, match="no checkpoint .* is known to be complete; pass --step N"):
+        grpo_verl.find_checkpoint(ckpts)
+    assert grpo_verl.find_checkpoint(ckpts, step=300) == ckpts / "global_step_300" / "actor"
+    (ckpts / "latest_checkpointed_iteration.txt").write_text("7")
+    with pytest.raises(UserError, match=r"no checkpoint for step 7.*\[5, 40, 300\]"):
+        grpo_verl.find_checkpoint(ckpts)
 
 
 def test_export_command_is_verls_model_merger(tmp_path):

@@ -40,18 +40,18 @@ def main(
         if export is not None:
             _export(export, out, step)
             return
+        from deepicd import config as configuration
         from deepicd.train import grpo
         from deepicd.train.grpo_config import load_run_config
 
-        extra = list(overrides or [])
-        if init is not None:
-            if model is not None:
-                raise UserError("give either --model or --init (an SFT model to continue from), not both")
-            model = init
-            extra.append("stage=sft-grpo")
-        if overwrite:
-            extra.append("overwrite=true")
-        run = load_run_config(config, extra, model=model, data=data, out=out, backend=backend)
+        if init is not None and model is not None:
+            raise UserError("give either --model or --init (an SFT model to continue from), not both")
+        # Options win over the preset; set as fields (not overrides) so paths need no quoting.
+        run = configuration.with_fields(load_run_config(config, list(overrides or [])), {
+            "model": init or model, "stage": "sft-grpo" if init is not None else None, "backend": backend,
+            "data": str(data) if data else None, "out": str(out) if out else None,
+            "overwrite": True if overwrite else None,
+        })
         grpo.require_paths(run)
         if run.backend == "trl":
             if dry_run or preflight_only:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from deepicd.errors import UserError
+from deepicd.schema import require_given
 from deepicd.train.grpo_config import GRPORunConfig
 
 
@@ -33,10 +34,7 @@ class VerlLaunch:
 
 def require_paths(config: GRPORunConfig) -> None:
     """The data, output folder and model a run needs; a preset may hold the model, never the folders."""
-    missing = [flag for flag, value in (("--data", config.data), ("--out", config.out),
-                                        ("--model", config.model)) if not value]
-    if missing:
-        raise UserError(f"missing {', '.join(missing)} (preset {config.name!r} does not set it)")
+    require_given(config, "grpo config", {"data": "--data", "out": "--out", "model": "--model"})
 
 
 def fit(config: GRPORunConfig) -> VerlLaunch:

@@ -10,12 +10,12 @@ Settings only one engine has live in its block (`verl:`, `trl:`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Sequence
 
-from deepicd.config import available_presets, load
+from deepicd.config import available_presets, load, with_fields
 from deepicd.errors import ConfigError
 from deepicd.generate.config import Dtype  # the model dtypes a trainer and a generator accept are one set
 from deepicd.schema import choice
@@ -195,7 +195,7 @@ def load_run_config(
     config = load(GRPORunConfig, "grpo", name_or_path, overrides)
     changes = {"model": model, "data": data, "out": out, "backend": backend,
                "name": None if config.name else Path(str(name_or_path)).stem}
-    return replace(config, **{k: str(v) for k, v in changes.items() if v is not None})
+    return with_fields(config, {k: None if v is None else str(v) for k, v in changes.items()})
 
 
 def _positive(section: object, prefix: str, keys: Sequence[str]) -> None:

@@ -204,8 +204,7 @@ def _train(config: GRPORunConfig) -> TrlRunResult:
     started, started_at = time.perf_counter(), manifest.now()
     out = Path(config.out)
     run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {"model": config.model, "data": config.data})
-    if config.overwrite:
-        run_folder.clear(out, RUN_ENTRIES)
+    run_folder.start_resumable(out, RUN_ENTRIES, overwrite=config.overwrite)
     output_dir = out / "checkpoints"
     final = checkpoints.last_complete(output_dir)
     if final is not None and checkpoints.is_final(final, config.grpo.max_steps):

@@ -618,6 +618,9 @@ def launch(argv: Sequence[str]) -> int:
 _STEP_DIR = re.compile(r"global_step_(\d+)")
 
 
+TRACKER = "latest_checkpointed_iteration.txt"  # VERL writes it after a checkpoint is complete
+
+
 def find_checkpoint(path: str | Path, step: int | None = None) -> Path:
     """The `global_step_N/actor` folder to export, from a run folder, its checkpoints, or a step folder."""
     path = Path(path)
@@ -635,12 +638,24 @@ def find_checkpoint(path: str | Path, step: int | None = None) -> Path:
     if not steps:
         raise UserError(f"no global_step_N checkpoints in {path}")
     if step is None:
-        tracker = path / "latest_checkpointed_iteration.txt"
-        text = tracker.read_text().strip() if tracker.is_file() else ""
-        step = int(text) if text.isdigit() and int(text) in steps else max(steps)
+        step = _tracked_step(path)
     if step not in steps:
         raise UserError(f"no checkpoint for step {step} in {path}; found steps {sorted(steps)}")
     return find_checkpoint(steps[step])
+
+
+def _tracked_step(folder: Path) -> int:
+    """The last complete step: VERL names it in its tracker file only once every rank has saved it.
+
+    A newer global_step_N folder without the tracker's word may be a save that was cut short,
+    so the highest step is never taken on trust (VERL's own resume reads the tracker too).
+    """
+    tracker = folder / TRACKER
+    text = tracker.read_text().strip() if tracker.is_file() else ""
+    if not text.isdigit():
+        raise UserError(f"{tracker} is missing or unreadable, so no checkpoint in {folder} is known to be complete; "
+                        "pass --step N to export that step anyway")
+    return int(text)
 
 
 def export_command(actor_dir: Path, target: Path, python: str | None = None) -> list[str]:
@@ -727,8 +742,8 @@ def train(config: GRPORunConfig, argv: Sequence[str], *, export_model: bool = Tr
 
     out = Path(config.out)
     run_folder.refuse_overlap([out / name for name in RUN_ENTRIES], {"model": config.model, "data": config.data})
-    if config.overwrite:  # VERL resumes from the checkpoints it finds; starting over means removing them
-        run_folder.clear(out, RUN_ENTRIES)
+    # VERL resumes from the checkpoints it finds; starting over means removing them.
+    run_folder.start_resumable(out, RUN_ENTRIES, overwrite=config.overwrite)
     record = run_manifest(config, argv)
     path = manifest.write(out, record, finished=False)
     code = launch(argv)

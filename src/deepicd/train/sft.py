@@ -547,10 +547,9 @@ def run(config: SFTRunConfig) -> SFTResult | None:
     # The process group the trainer will use: on the CPU only `cpu=True` joins the ranks of a multi-process
     # launch (without it every rank is its own main process, and all of them would write OUT).
     state = PartialState(cpu=uses_cpu(config))
-    if config.overwrite:
-        if state.is_main_process:
-            run_folder.clear(out, RUN_ENTRIES)
-        state.wait_for_everyone()
+    if state.is_main_process:
+        run_folder.start_resumable(out, RUN_ENTRIES, overwrite=config.overwrite)
+    state.wait_for_everyone()
     final = checkpoints.last_complete(out / "checkpoints")
     if final is not None and checkpoints.is_final(final, config.max_steps):
         return already_trained(out, config, final) if state.is_main_process else None
