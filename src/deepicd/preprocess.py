@@ -22,15 +22,16 @@ import pyarrow as pa
 from deepicd import config as config_lib
 from deepicd import manifest, run_folder
 from deepicd.manifest import staged_directory
-from deepicd.errors import ConfigError, UserError
+from deepicd.errors import UserError
 from deepicd.mimic import sections
 from deepicd.mimic.collect import collect, locate_inputs
 from deepicd.mimic.ontology import OntologyService
 from deepicd.mimic.outputs import write_outputs
 from deepicd.prompts import task
-from deepicd.schema import require_given
+from deepicd.schema import require, require_given
 
 DATA_SOURCE = "deepicd/mimic-iv"
+WHERE = "preprocess config"
 
 
 @dataclass
@@ -44,10 +45,10 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         ratios = (self.train, self.val, self.test)
-        if min(ratios) < 0 or sum(ratios) <= 0:
-            raise ConfigError(f"split ratios must be non-negative with a positive sum, not {list(ratios)}")
-        if self.min_count < 0:
-            raise ConfigError(f"split.min_count must be >= 0, not {self.min_count}")
+        for key, value in zip(("train", "val", "test"), ratios):
+            require(value >= 0, WHERE, f"split.{key}", "split ratios must be non-negative", value)
+        require(sum(ratios) > 0, WHERE, "split", "split ratios must have a positive sum", list(ratios))
+        require(self.min_count >= 0, WHERE, "split.min_count", "must not be negative", self.min_count)
 
 
 @dataclass
@@ -61,11 +62,10 @@ class NoteConfig:
     def __post_init__(self) -> None:
         known = set(sections.SECTION_HEADERS.values())
         unknown = [s for s in self.sections if s not in known]
-        if unknown:
-            raise ConfigError(f"note.sections: unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        require(not unknown, WHERE, "note.sections", f"unknown section(s); known: {', '.join(sorted(known))}", unknown)
         stray = [s for s in self.require_any if s not in self.sections]
-        if stray or not self.require_any:
-            raise ConfigError(f"note.require_any must be a non-empty subset of note.sections; not in it: {stray}")
+        require(bool(self.require_any) and not stray, WHERE, "note.require_any",
+                "must be a non-empty subset of note.sections", self.require_any)
 
 
 @dataclass
@@ -87,10 +87,10 @@ class PreprocessConfig:
     warn_dropped_share: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.block_size_mb < 1 or self.workers < 0:
-            raise ConfigError("workers must be >= 0 and block_size_mb >= 1")
-        if not 0.0 <= self.warn_dropped_share <= 1.0:
-            raise ConfigError(f"warn_dropped_share must lie in [0, 1], not {self.warn_dropped_share}")
+        require(self.block_size_mb >= 1, WHERE, "block_size_mb", "must be at least 1", self.block_size_mb)
+        require(self.workers >= 0, WHERE, "workers", "must not be negative", self.workers)
+        require(0.0 <= self.warn_dropped_share <= 1.0, WHERE, "warn_dropped_share", "must lie in [0, 1]",
+                self.warn_dropped_share)
 
 
 def load_config(name_or_path: str = "default", overrides: tuple[str, ...] | list[str] = ()) -> PreprocessConfig:

@@ -18,7 +18,7 @@ from typing import Sequence
 from deepicd.config import available_presets, load, with_fields
 from deepicd.errors import ConfigError
 from deepicd.generate.config import Dtype  # the model dtypes a trainer and a generator accept are one set
-from deepicd.schema import choice
+from deepicd.schema import choice, require
 
 WHERE = "grpo config"
 
@@ -221,8 +221,8 @@ def _check(config: GRPORunConfig) -> None:
             f"invalid grpo config at key 'grpo.mini_batch_size': {g.mini_batch_size} does not divide "
             f"train_batch_size={g.train_batch_size}"
         )
-    if g.warmup_steps < 0 or g.eval_steps < 0 or g.kl_loss_coef < 0 or g.entropy_coef < 0:
-        raise ConfigError("invalid grpo config: warmup_steps, eval_steps, kl_loss_coef and entropy_coef must be >= 0")
+    for key in ("warmup_steps", "eval_steps", "kl_loss_coef", "entropy_coef"):
+        require(getattr(g, key) >= 0, WHERE, f"grpo.{key}", "must not be negative", getattr(g, key))
     if config.backend == "verl":
         _validate_verl(config)
     else:
