@@ -578,6 +578,7 @@ def run(config: SFTRunConfig) -> SFTResult | None:
     result = None
     try:
         trainer.save_model(str(staging))  # every rank takes part in saving a sharded model
+        state.wait_for_everyone()  # every rank's part is written before the folder moves
         if state.is_main_process:
             tokenizer.save_pretrained(staging)
             manifest.commit_staging(staging, model_dir)
