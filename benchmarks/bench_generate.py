@@ -56,7 +56,7 @@ def build_tiny(folder: Path) -> Path:
     from deepicd import tiny
 
     target = folder / "tiny"
-    tiny.run(dataclasses.replace(tiny.load_config(), out=str(target)))
+    tiny.run(dataclasses.replace(tiny.load_tiny_config(), out=str(target)))
     return target
 
 

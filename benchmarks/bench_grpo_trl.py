@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
     from deepicd.rewards.trl_entry import reward_functions
     from deepicd import manifest
     from deepicd.train import grpo_trl
-    from deepicd.train.grpo_config import load_run_config
+    from deepicd.train.grpo_config import load_grpo_config
 
     if not args.smoke and not torch.cuda.is_available():
         print("no GPU: the full measurement needs one; use --smoke on the CPU", file=sys.stderr)
@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
         model_dir = build_model(scratch, args.smoke)
         tokenizer = models.load_tokenizer(model_dir)
         data_dir = write_data(scratch / "data", tokenizer, args.prompts, args.prompt_tokens)
-        run = load_run_config("tiny-cpu", [
+        run = load_grpo_config("tiny-cpu", [
             f"grpo.train_batch_size={args.prompts}", f"grpo.mini_batch_size={args.prompts}",
             f"grpo.num_generations={args.generations}", f"grpo.max_completion_length={args.completion_tokens}",
             f"grpo.max_prompt_length={args.prompt_tokens + 512}", f"grpo.max_steps={total_steps}",

@@ -35,9 +35,9 @@ HERE = Path(__file__).resolve()
 
 
 def run_stage(data: Path, out: Path) -> None:
-    from deepicd.preprocess import load_config, run
+    from deepicd.preprocess import load_preprocess_config, run
 
-    run(load_config("default", [f"mimic_dir={data}", f"out={out}", "progress=false"]))
+    run(load_preprocess_config("default", [f"mimic_dir={data}", f"out={out}", "progress=false"]))
 
 
 def pandas_collect(inputs, config):
@@ -125,7 +125,7 @@ def run_pandas_baseline(data: Path, out: Path) -> None:
     import deepicd.preprocess as stage
 
     # One process, as a first implementation runs: the release is parsed in line, not in a side process.
-    config = stage.load_config("default", [f"mimic_dir={data}", f"out={out}", "progress=false", "workers=0"])
+    config = stage.load_preprocess_config("default", [f"mimic_dir={data}", f"out={out}", "progress=false", "workers=0"])
     stage.collect = pandas_collect
     stage.run(config)
 

@@ -797,7 +797,7 @@ def grpo_data(folder: Path, tokenizer, rows: int, prompt_tokens: int) -> Path:
 
 
 def grpo_run_config(plan: Plan, data_dir: Path, out_dir: Path, device):
-    """A TRL-backend run config built in code: `load_run_config` would need Hydra, which the image lacks."""
+    """A TRL-backend run config built in code: `load_grpo_config` would need Hydra, which the image lacks."""
     from deepicd.train.grpo_config import GRPORunConfig, GRPOSettings, RewardSettings, TrlSettings
 
     cuda = device.type == "cuda"

@@ -63,7 +63,7 @@ def tiny_model(tmp_path_factory) -> Path:
     from deepicd import tiny
 
     folder = tmp_path_factory.mktemp("tiny-model") / "model"
-    tiny.run(dataclasses.replace(tiny.load_config(), out=str(folder)))
+    tiny.run(dataclasses.replace(tiny.load_tiny_config(), out=str(folder)))
     before = _digests(folder)
     yield folder
     after = _digests(folder)

@@ -155,3 +155,17 @@ def test_bases_are_not_presets():
         assert name not in available_presets(group)
         with pytest.raises(ConfigError, match="unknown .* preset"):
             load(schema_for(group), group, name)
+
+
+@pytest.mark.parametrize("group", sorted(SCHEMAS))
+def test_every_preset_group_has_one_loader_beside_its_schema(group):
+    """`load_<name>_config` in the schema's module, returning the schema: a newcomer finds it by the pattern."""
+    import importlib
+    import re
+
+    schema = schema_for(group)
+    module = importlib.import_module(schema.__module__)
+    loaders = [name for name, value in vars(module).items()
+               if re.fullmatch(r"load_\w+_config", name) and getattr(value, "__module__", None) == module.__name__]
+    assert len(loaders) == 1, f"{module.__name__} should define one load_<name>_config, has {loaders}"
+    assert isinstance(getattr(module, loaders[0])(available_presets(group)[0]), schema)

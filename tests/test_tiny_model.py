@@ -126,7 +126,7 @@ def test_generate_with_left_padding_matches_unpadded(loaded):
 
 def test_same_seed_same_files_other_seed_other_weights(tiny_model, loaded, tmp_path):
     again = tmp_path / "again"
-    tiny.run(replace(tiny.load_config(), out=str(again)))
+    tiny.run(replace(tiny.load_tiny_config(), out=str(again)))
     for name in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"]:
         assert (again / name).read_bytes() == (tiny_model / name).read_bytes(), name
     # The manifests differ only in when and how the build ran; the outputs' checksums agree.
@@ -136,7 +136,7 @@ def test_same_seed_same_files_other_seed_other_weights(tiny_model, loaded, tmp_p
         del entry["created"], entry["finished"], entry["argv"], entry["config"]["out"]
     assert recorded[0] == recorded[1]
     model, tokenizer = loaded
-    other = tiny.init_model(tiny.load_config(overrides=["seed=7"]), tokenizer)
+    other = tiny.init_model(tiny.load_tiny_config(overrides=["seed=7"]), tokenizer)
     first = model.get_input_embeddings().weight
     assert first.shape == other.get_input_embeddings().weight.shape
     assert not torch.equal(first, other.get_input_embeddings().weight)
@@ -144,18 +144,18 @@ def test_same_seed_same_files_other_seed_other_weights(tiny_model, loaded, tmp_p
 
 def test_a_rebuild_is_a_no_op_and_other_settings_need_overwrite(tiny_model, tmp_path):
     before = (tiny_model / "model.safetensors").stat().st_mtime_ns
-    same = tiny.run(replace(tiny.load_config(), out=str(tiny_model)))
+    same = tiny.run(replace(tiny.load_tiny_config(), out=str(tiny_model)))
     assert same.already_done and same.parameters > 0 and same.corpus[0].name == "built-in"
     assert (tiny_model / "model.safetensors").stat().st_mtime_ns == before
     with pytest.raises(UserError, match=r"other settings \(seed\).*--overwrite"):
-        tiny.run(replace(tiny.load_config(overrides=["seed=7"]), out=str(tiny_model)))
+        tiny.run(replace(tiny.load_tiny_config(overrides=["seed=7"]), out=str(tiny_model)))
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="files without a deepicd manifest"):
-        tiny.run(replace(tiny.load_config(), out=str(stray)))
+        tiny.run(replace(tiny.load_tiny_config(), out=str(stray)))
     with pytest.raises(UserError, match="holds the input corpus-0"):
-        tiny.run(replace(tiny.load_config(), out=str(tmp_path), corpus=[str(stray / "notes.txt")], overwrite=True))
+        tiny.run(replace(tiny.load_tiny_config(), out=str(tmp_path), corpus=[str(stray / "notes.txt")], overwrite=True))
 
 
 def test_corpus_readers(tmp_path):
@@ -196,7 +196,7 @@ def test_corpus_errors_name_the_file_and_field(tmp_path):
 
 @pytest.mark.parametrize("name", available_presets("tiny"))
 def test_every_shipped_preset_is_valid(name):
-    assert tiny.load_config(name).vocab_size > 0  # loading runs the config's own checks
+    assert tiny.load_tiny_config(name).vocab_size > 0  # loading runs the config's own checks
 
 
 @pytest.mark.parametrize(
@@ -211,7 +211,7 @@ def test_every_shipped_preset_is_valid(name):
 )
 def test_bad_config_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
-        tiny.load_config("default", [override])
+        tiny.load_tiny_config("default", [override])
 
 
 def test_missing_local_folder_is_a_clear_error(tmp_path):

@@ -73,6 +73,11 @@ class DemoConfig:
         require(self.paired_samples >= 0, where, "paired_samples", "must not be negative", self.paired_samples)
 
 
+def load_demo_config(name_or_path: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> DemoConfig:
+    """The demo's preset by name or YAML path, with key=value overrides, checked when built."""
+    return configuration.load(DemoConfig, "demo", name_or_path, overrides)
+
+
 class DemoFailed(RuntimeError):
     pass
 
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="delete the demo folder first instead of continuing")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. admissions=400 out=runs/demo-small")
     args = parser.parse_args(argv)
-    config = configuration.load(DemoConfig, "demo", args.config, args.overrides)
+    config = load_demo_config(args.config, args.overrides)
     if args.fresh:
         shutil.rmtree(config.out, ignore_errors=True)
     # A terminated demo unwinds like an interrupted one: the running stage is killed, the judge server

@@ -93,7 +93,7 @@ class PreprocessConfig:
                 self.warn_dropped_share)
 
 
-def load_config(name_or_path: str = "default", overrides: tuple[str, ...] | list[str] = ()) -> PreprocessConfig:
+def load_preprocess_config(name_or_path: str = "default", overrides: tuple[str, ...] | list[str] = ()) -> PreprocessConfig:
     return config_lib.load(PreprocessConfig, "preprocess", name_or_path, overrides)
 
 

@@ -145,7 +145,7 @@ def _check(config: TinyModelConfig) -> None:
         )
 
 
-def load_config(name_or_path: str | Path = "default", overrides: Sequence[str] = ()) -> TinyModelConfig:
+def load_tiny_config(name_or_path: str | Path = "default", overrides: Sequence[str] = ()) -> TinyModelConfig:
     """A preset (or YAML file) with `key=value` overrides, checked when built."""
     from deepicd import config as configuration
 

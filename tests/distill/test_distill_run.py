@@ -10,7 +10,6 @@ import pytest
 from distill_fakes import InProcessTeacher
 from split_writer import write_split
 
-from deepicd import config as configuration
 from deepicd.errors import UserError
 from deepicd.distill import run as distill
 from deepicd.manifest import KEYS
@@ -21,9 +20,8 @@ from deepicd.rewards.completion import parse_completion
 
 def _config(data, out, *overrides: str, split: str = "train", overwrite: bool = False) -> distill.DistillConfig:
     """The tiny-cpu preset with the fake teacher, distilling DATA's SPLIT into OUT."""
-    settings = configuration.load(
-        distill.DistillConfig, "distill", "tiny-cpu",
-        ["generator.model=fake-teacher", "filters.min_words=10", "filters.repair_answer=false", *overrides],
+    settings = distill.load_distill_config(
+        "tiny-cpu", ["generator.model=fake-teacher", "filters.min_words=10", "filters.repair_answer=false", *overrides]
     )
     return dataclasses.replace(settings, data=str(data), split=split, out=str(out), overwrite=overwrite)
 

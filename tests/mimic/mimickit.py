@@ -8,7 +8,7 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepicd.preprocess import load_config, run
+from deepicd.preprocess import load_preprocess_config, run
 
 PATIENT_COLUMNS = ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"]
 ADMISSION_COLUMNS = [
@@ -108,6 +108,6 @@ class Mimic:
 
 def preprocess(mimic_dir: Path, out: Path, *overrides: str) -> Path:
     """Run the stage in-process (no worker processes, workers=0, unless overridden); returns the output folder."""
-    config = load_config("default", [f"mimic_dir={mimic_dir}", f"out={out}", "progress=false", "workers=0",
+    config = load_preprocess_config("default", [f"mimic_dir={mimic_dir}", f"out={out}", "progress=false", "workers=0",
                                      *overrides])
     return run(config).out

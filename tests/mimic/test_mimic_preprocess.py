@@ -152,9 +152,9 @@ def test_same_inputs_give_byte_identical_tables_and_an_existing_output_is_kept(h
     assert head == (again / "report.md").read_text().split("## Configuration")[0]
     before, recorded = (again / "splits.csv").read_bytes(), (again / "manifest.json").read_bytes()
     # The same run again (workers change the speed, not the output): nothing is done.
-    from deepicd.preprocess import load_config, run
+    from deepicd.preprocess import load_preprocess_config, run
     settings = [f"mimic_dir={root}", f"out={again}", "progress=false", "split.min_count=1", "seed=3"]
-    same = run(load_config("default", [*settings, "workers=0"]))
+    same = run(load_preprocess_config("default", [*settings, "workers=0"]))
     assert same.already_done and same.counts == json.loads(recorded)["result"]["counts"]
     assert (again / "manifest.json").read_bytes() == recorded
     with pytest.raises(UserError, match="already holds a preprocess run with other settings \\(seed\\).*--overwrite"):
@@ -165,7 +165,7 @@ def test_same_inputs_give_byte_identical_tables_and_an_existing_output_is_kept(h
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]
     # The same files elsewhere are the same inputs; other bytes are another run.
     moved = shutil.copytree(root, tmp_path / "moved")
-    assert run(load_config("default", [f"mimic_dir={moved}", f"out={again}", "progress=false", "workers=0",
+    assert run(load_preprocess_config("default", [f"mimic_dir={moved}", f"out={again}", "progress=false", "workers=0",
                                        "split.min_count=1", "seed=4"])).already_done
     changed = moved / "hosp" / "admissions.csv.gz"
     changed.write_bytes(gzip.compress(gzip.decompress(changed.read_bytes()), mtime=0))

@@ -9,7 +9,6 @@ import pytest
 from sft_kit import TraceTeacher, admissions
 from split_writer import write_split
 
-from deepicd import config as configuration
 from deepicd.distill import run as distill
 
 
@@ -19,8 +18,6 @@ def distilled(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sft-data")
     (root / "data").mkdir()
     write_split(root / "data", "train", admissions(120, 1000))
-    settings = configuration.load(
-        distill.DistillConfig, "distill", "tiny-cpu", ["generator.model=scripted-teacher", "filters.min_words=5"]
-    )
+    settings = distill.load_distill_config("tiny-cpu", ["generator.model=scripted-teacher", "filters.min_words=5"])
     distill.run(dataclasses.replace(settings, data=str(root / "data"), split="train", out=str(root / "distill")), make_generator=TraceTeacher)
     return root / "distill"

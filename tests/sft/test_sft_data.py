@@ -11,7 +11,6 @@ import pytest
 from sft_kit import TraceTeacher, admissions
 from split_writer import write_split
 
-from deepicd import config as configuration
 from deepicd import models
 from deepicd.errors import UserError
 from deepicd.distill import run as distill
@@ -48,7 +47,7 @@ def measured(tiny_model, distilled):
 
 
 def _config(*overrides: str) -> sft.SFTRunConfig:
-    return configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", list(overrides))
+    return sft.load_sft_config("tiny-cpu", list(overrides))
 
 
 def test_drop_leaves_out_samples_longer_than_max_length(measured, distilled):
@@ -136,9 +135,9 @@ def test_padding_free_without_packing_gives_trl_no_length_to_enforce(tmp_path):
 
 def test_paper_presets_drop_long_samples_and_hold_out_no_patients():
     for name in ("qwen2.5-7b", "llama3.1-8b"):
-        preset = configuration.load(sft.SFTRunConfig, "sft", name)
+        preset = sft.load_sft_config(name)
         assert (preset.max_length, preset.overlong) == (4096, "drop")
-    assert configuration.load(distill.DistillConfig, "distill", "paper").val_fraction == 0.0
+    assert distill.load_distill_config("paper").val_fraction == 0.0
     assert distill.DistillConfig().val_fraction == 0.0
 
 
@@ -146,16 +145,15 @@ def test_without_a_validation_set_sft_trains_and_never_evaluates(tiny_model, tmp
     root = tmp_path
     (root / "data").mkdir()
     write_split(root / "data", "train", admissions(16, 3000))
-    settings = configuration.load(
-        distill.DistillConfig, "distill", "tiny-cpu",
-        ["generator.model=scripted-teacher", "filters.min_words=5", "val_fraction=0"],
+    settings = distill.load_distill_config(
+        "tiny-cpu", ["generator.model=scripted-teacher", "filters.min_words=5", "val_fraction=0"]
     )
     result = distill.run(dataclasses.replace(settings, data=str(root / "data"), split="train", out=str(root / "distill")), make_generator=TraceTeacher)
     assert result.stats["sft_val"] == 0 and result.stats["sft_train"] == 16
     assert not (root / "distill" / "sft" / "val.parquet").exists()
     assert "no patients held out" in (root / "distill" / "report.md").read_text()
 
-    config = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", ["max_steps=2", "eval_steps=1", "cpu_threads=1"])
+    config = sft.load_sft_config("tiny-cpu", ["max_steps=2", "eval_steps=1", "cpu_threads=1"])
     out = root / "sft"
     config = dataclasses.replace(config, data=str(root / "distill"), model=str(tiny_model), out=str(out))
     assert sft.data_files(root / "distill") == (root / "distill" / "sft" / "train.parquet", None)

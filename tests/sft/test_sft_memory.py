@@ -28,7 +28,7 @@ def no_launcher(monkeypatch):
 
 
 def preset(name: str, *overrides: str) -> sft.SFTRunConfig:
-    return configuration.load(sft.SFTRunConfig, "sft", name, list(overrides))
+    return sft.load_sft_config(name, list(overrides))
 
 
 def test_every_preset_splits_its_batch_on_every_documented_gpu_count():

@@ -11,7 +11,6 @@ import pytest
 from sft_kit import admissions, format_rate
 from typer.testing import CliRunner
 
-from deepicd import config as configuration
 from deepicd.cli import app
 from deepicd.errors import UserError
 from deepicd.manifest import KEYS
@@ -40,7 +39,7 @@ def test_sft_teaches_the_tiny_model_the_answer_format_and_resumes(tiny_model, di
 
     out = tmp_path / "sft"
     paths = {"data": str(distilled), "model": str(tiny_model), "out": str(out)}
-    settings = dataclasses.replace(configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", FAST), **paths)
+    settings = dataclasses.replace(sft.load_sft_config("tiny-cpu", FAST), **paths)
     result = sft.run(settings)
     assert result.steps == 90 and result.dropped_too_long == 0 and result.truncated == 0
     assert result.eval_loss is not None and result.eval_loss < 1.0
@@ -72,7 +71,7 @@ def test_sft_teaches_the_tiny_model_the_answer_format_and_resumes(tiny_model, di
         sft.run(dataclasses.replace(settings, learning_rate=1e-3))
 
     # The same command with a longer budget continues from checkpoint-90 instead of starting over.
-    longer = dataclasses.replace(configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", [*FAST, "max_steps=94"]), **paths)
+    longer = dataclasses.replace(sft.load_sft_config("tiny-cpu", [*FAST, "max_steps=94"]), **paths)
     resumed = sft.run(longer)
     assert resumed.steps == 94 and resumed.resumed_from == str(out / "checkpoints" / "checkpoint-90")
     # The whole run's mean loss, not this process's 4 steps divided by 94 (what the trainer reports).
@@ -101,7 +100,7 @@ def test_a_failed_final_save_leaves_no_model_and_no_temporary(tiny_model, distil
 
     monkeypatch.setattr(SFTTrainer, "save_model", disk_full)
     paths = {"data": str(distilled), "model": str(tiny_model), "out": str(out)}
-    settings = dataclasses.replace(configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu",
+    settings = dataclasses.replace(sft.load_sft_config("tiny-cpu",
                                                       ["max_steps=2", "save_steps=2", "cpu_threads=1"]), **paths)
     with pytest.raises(OSError, match="No space left"):
         sft.run(settings)
@@ -122,7 +121,7 @@ def test_incomplete_checkpoints_are_skipped(tmp_path):
 
 
 def test_effective_batch_is_kept_across_gpu_counts():
-    settings = configuration.load(sft.SFTRunConfig, "sft", "qwen2.5-7b")
+    settings = sft.load_sft_config("qwen2.5-7b")
     assert [sft.accumulation_steps(settings, n) for n in (1, 2, 4, 8)] == [8, 4, 2, 1]
     with pytest.raises(UserError, match="32 is not a multiple of per_device_batch_size x processes = 4 x 16"):
         sft.accumulation_steps(settings, 16)
@@ -130,14 +129,14 @@ def test_effective_batch_is_kept_across_gpu_counts():
 
 def test_paper_presets_follow_the_paper():
     for name in ("qwen2.5-7b", "llama3.1-8b"):
-        c = configuration.load(sft.SFTRunConfig, "sft", name)
+        c = sft.load_sft_config(name)
         assert (c.epochs, c.batch_size, c.learning_rate, c.lr_scheduler) == (1.0, 32, 2e-5, "cosine")
         assert (c.warmup_steps, c.weight_decay, c.precision, c.gradient_checkpointing) == (100, 0.01, "bf16-mixed", True)
         assert c.optimizer.startswith("adamw")
 
 
 def test_sft_config_uses_trl_field_names(tmp_path):
-    settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", ["packing=true"])
+    settings = sft.load_sft_config("tiny-cpu", ["packing=true"])
     args = sft.build_sft_config(settings, tmp_path, processes=1, has_eval=True)
     assert args.completion_only_loss is True and args.assistant_only_loss is False
     assert args.use_cpu and not args.bf16 and args.packing and args.max_length == settings.max_length
@@ -156,7 +155,7 @@ def test_every_sft_setting_reaches_trl_or_is_deepicds_own(tmp_path):
              "save_total_limit": 4, "dataset_num_proc": 2, "dataloader_num_workers": 1, "epochs": 2.5,
              "per_device_batch_size": 2, "lr_scheduler": "linear", "optimizer": "adafactor"}
     assert set(given) == set(sft.TRL_SAME_NAME) | set(sft.TRL_RENAMED)
-    settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", [f"{k}={v}" for k, v in given.items()])
+    settings = sft.load_sft_config("tiny-cpu", [f"{k}={v}" for k, v in given.items()])
     args = sft.build_sft_config(settings, tmp_path, processes=1, has_eval=False)
     for name, value in given.items():
         held = getattr(args, sft.TRL_RENAMED.get(name, name))
@@ -164,7 +163,7 @@ def test_every_sft_setting_reaches_trl_or_is_deepicds_own(tmp_path):
 
 
 def test_fsdp_activation_checkpointing_replaces_the_trainers(tmp_path, monkeypatch):
-    settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu", ["gradient_checkpointing=true"])
+    settings = sft.load_sft_config("tiny-cpu", ["gradient_checkpointing=true"])
     assert sft.build_sft_config(settings, tmp_path, 1, False).gradient_checkpointing
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")
@@ -218,7 +217,7 @@ def test_data_without_a_completion_column_is_named(tmp_path, tiny_model):
     folder = tmp_path / "data"
     folder.mkdir()
     pd.DataFrame({"prompt": [[{"role": "user", "content": "x"}]], "answer": ["y"]}).to_parquet(folder / "train.parquet")
-    settings = configuration.load(sft.SFTRunConfig, "sft", "tiny-cpu")
+    settings = sft.load_sft_config("tiny-cpu")
     with pytest.raises(UserError, match="lacks column\\(s\\) completion"):
         sft.run(dataclasses.replace(settings, data=str(folder), model=str(tiny_model), out=str(tmp_path / "out")))
 

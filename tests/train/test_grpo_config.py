@@ -6,7 +6,7 @@ import pytest
 
 from deepicd.errors import ConfigError
 from deepicd.rewards.config import load_reward_config
-from deepicd.train.grpo_config import load_run_config, presets
+from deepicd.train.grpo_config import load_grpo_config, presets
 
 
 def test_the_four_presets_ship():
@@ -15,7 +15,7 @@ def test_the_four_presets_ship():
 
 @pytest.mark.parametrize("name", presets())
 def test_every_preset_loads_validates_and_says_how_to_run_it(name, repo_root):
-    config = load_run_config(name)
+    config = load_grpo_config(name)
     assert config.name == name
     load_reward_config(config.reward.preset, config.reward.overrides)  # the reward preset it names exists
     header = (repo_root / "src" / "deepicd" / "configs" / "grpo" / f"{name}.yaml").read_text().splitlines()
@@ -24,7 +24,7 @@ def test_every_preset_loads_validates_and_says_how_to_run_it(name, repo_root):
 
 
 def test_r1_zero_preset_is_the_paper_run():
-    config = load_run_config("r1-zero-qwen2.5-32b")
+    config = load_grpo_config("r1-zero-qwen2.5-32b")
     g, v = config.grpo, config.verl
     assert (config.backend, config.stage, config.model) == ("verl", "grpo", "Qwen/Qwen2.5-32B-Instruct")
     assert (g.train_batch_size, g.mini_batch_size, g.num_generations) == (64, 64, 8)
@@ -39,21 +39,21 @@ def test_r1_zero_preset_is_the_paper_run():
 
 @pytest.mark.parametrize("name", ["sft-grpo-llama3.1-8b", "sft-grpo-qwen2.5-7b"])
 def test_sft_grpo_presets_use_four_gpus_and_micro_batch_16(name):
-    config = load_run_config(name)
-    reference = load_run_config("r1-zero-qwen2.5-32b")
+    config = load_grpo_config(name)
+    reference = load_grpo_config("r1-zero-qwen2.5-32b")
     assert config.stage == "sft-grpo" and config.model == ""  # the SFT checkpoint comes from --init
     assert (config.verl.n_gpus_per_node, config.verl.micro_batch_size_per_gpu) == (4, 16)
     assert config.grpo == reference.grpo
 
 
 def test_tiny_cpu_preset_is_a_short_trl_run():
-    config = load_run_config("tiny-cpu")
+    config = load_grpo_config("tiny-cpu")
     assert config.backend == "trl" and config.reward.preset == "paper"
     assert 0 < config.grpo.max_steps <= 4 and config.grpo.max_completion_length <= 64
 
 
 def test_command_line_paths_and_backend_win_over_the_preset(tmp_path):
-    config = load_run_config("r1-zero-qwen2.5-32b", ["grpo.max_steps=5"], model="/models/x",
+    config = load_grpo_config("r1-zero-qwen2.5-32b", ["grpo.max_steps=5"], model="/models/x",
                              data=tmp_path, out=tmp_path / "run", backend="trl")
     assert (config.model, config.data, config.backend, config.grpo.max_steps) == (
         "/models/x", str(tmp_path), "trl", 5)
@@ -75,9 +75,9 @@ def test_command_line_paths_and_backend_win_over_the_preset(tmp_path):
 )
 def test_bad_settings_are_refused_naming_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        load_run_config("r1-zero-qwen2.5-32b", overrides)
+        load_grpo_config("r1-zero-qwen2.5-32b", overrides)
 
 
 def test_trl_micro_batch_must_divide_the_completions_of_a_step():
     with pytest.raises(ConfigError, match="trl.per_device_batch_size"):
-        load_run_config("tiny-cpu", ["trl.per_device_batch_size=3"])
+        load_grpo_config("tiny-cpu", ["trl.per_device_batch_size=3"])

@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 from deepicd.cli import app
 from deepicd.errors import UserError
 from deepicd.train import grpo_memory, grpo_verl
-from deepicd.train.grpo_config import load_run_config, presets
+from deepicd.train.grpo_config import load_grpo_config, presets
 
 GPUS_GB = {"H100": 80, "H200": 141, "B200": 180}
 # The model each preset starts from when the preset leaves it to --init (an SFT model of that family).
 INIT = {"sft-grpo-llama3.1-8b": "meta-llama/Llama-3.1-8B-Instruct", "sft-grpo-qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct"}
-VERL_PRESETS = [name for name in presets() if load_run_config(name).backend == "verl"]
+VERL_PRESETS = [name for name in presets() if load_grpo_config(name).backend == "verl"]
 
 
 def test_every_verl_preset_is_in_the_matrix():
@@ -25,7 +25,7 @@ def test_every_verl_preset_is_in_the_matrix():
 
 
 def _run(name, gpu_gb, *overrides, tmp_path):
-    return load_run_config(name, [f"verl.gpu_memory_gb={gpu_gb}", *overrides], model=INIT.get(name),
+    return load_grpo_config(name, [f"verl.gpu_memory_gb={gpu_gb}", *overrides], model=INIT.get(name),
                            data=tmp_path / "data", out=tmp_path / "run")
 
 
@@ -83,11 +83,11 @@ def test_a_plan_nothing_can_fit_is_refused(tmp_path):
 
 
 def test_unknown_gpu_or_model_is_a_note_not_a_plan(tmp_path):
-    run = load_run_config("r1-zero-qwen2.5-32b", data=tmp_path, out=tmp_path)
+    run = load_grpo_config("r1-zero-qwen2.5-32b", data=tmp_path, out=tmp_path)
     fitted = grpo_memory.fit(run)
     if fitted.plan is None:  # no GPU on this machine
         assert "verl.gpu_memory_gb" in fitted.note
-    run = load_run_config("r1-zero-qwen2.5-32b", ["verl.gpu_memory_gb=80"], model=str(tmp_path / "absent"),
+    run = load_grpo_config("r1-zero-qwen2.5-32b", ["verl.gpu_memory_gb=80"], model=str(tmp_path / "absent"),
                           data=tmp_path, out=tmp_path)
     fitted = grpo_memory.fit(run)
     assert fitted.plan is None and "cannot size model" in fitted.note
@@ -117,7 +117,7 @@ def test_dry_run_refuses_an_oversized_plan_without_auto_fit(tmp_path):
 
 
 def _trl_run(tmp_path, model, *overrides):
-    return load_run_config("tiny-cpu", ["grpo.max_prompt_length=2048", "grpo.max_completion_length=1024",
+    return load_grpo_config("tiny-cpu", ["grpo.max_prompt_length=2048", "grpo.max_completion_length=1024",
                                         "grpo.num_generations=8", "grpo.train_batch_size=4", "grpo.mini_batch_size=4",
                                         *overrides], model=model, data=tmp_path, out=tmp_path / "run")
 

@@ -12,11 +12,11 @@ from deepicd.errors import UserError
 from deepicd.manifest import KEYS
 from deepicd.train import grpo_trl
 from deepicd.train.data import read_examples
-from deepicd.train.grpo_config import load_run_config
+from deepicd.train.grpo_config import load_grpo_config
 
 
 def _run(tmp_path, data_dir, tiny_model, overrides=()):
-    return load_run_config("tiny-cpu", list(overrides), data=data_dir, out=tmp_path / "run",
+    return load_grpo_config("tiny-cpu", list(overrides), data=data_dir, out=tmp_path / "run",
                            model=str(tiny_model))
 
 

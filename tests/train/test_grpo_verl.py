@@ -18,7 +18,7 @@ from deepicd.manifest import KEYS
 from deepicd.prompts import task
 from deepicd.serving import free_port
 from deepicd.train import grpo_verl
-from deepicd.train.grpo_config import load_run_config
+from deepicd.train.grpo_config import load_grpo_config
 
 # A ChatML template in the style of Qwen2.5's (newlines, Jinja string escapes, whitespace control).
 QWEN_STYLE = (
@@ -94,7 +94,7 @@ def test_prefill_template_with_the_tiny_tokenizer(tiny_model):
 
 
 def _paper_run(tmp_path: Path, data_dir: Path, tiny_model: Path, overrides=()):
-    return load_run_config("r1-zero-qwen2.5-32b", list(overrides), data=data_dir, out=tmp_path / "run",
+    return load_grpo_config("r1-zero-qwen2.5-32b", list(overrides), data=data_dir, out=tmp_path / "run",
                            model=str(tiny_model))
 
 
@@ -104,7 +104,7 @@ def paper_composed(tmp_path_factory, data_dir):
     folder = tmp_path_factory.mktemp("paper")
     template_file = folder / "chatml.jinja"
     template_file.write_text(QWEN_STYLE)
-    run = load_run_config("r1-zero-qwen2.5-32b", [f"verl.chat_template_file={template_file}"],
+    run = load_grpo_config("r1-zero-qwen2.5-32b", [f"verl.chat_template_file={template_file}"],
                           data=data_dir, out=folder / "run")
     argv = grpo_verl.command(run)
     return run, argv, grpo_verl.compose_verl(grpo_verl.verl_overrides(argv))
@@ -162,11 +162,11 @@ def test_rule_only_reward_uses_the_naive_manager_and_ray_address_is_passed(tmp_p
 
 
 def test_advantage_scale_maps_onto_verl_or_is_refused(data_dir, tmp_path):
-    run = load_run_config("r1-zero-qwen2.5-32b", ["grpo.advantage_scale=none"], data=data_dir, out=tmp_path,
+    run = load_grpo_config("r1-zero-qwen2.5-32b", ["grpo.advantage_scale=none"], data=data_dir, out=tmp_path,
                           model="m")
     assert "algorithm.norm_adv_by_std_in_grpo=False" in grpo_verl.overrides(run, chat_template=None)
     with pytest.raises(ConfigError, match="grpo.advantage_scale.*batch is for the trl backend"):
-        load_run_config("r1-zero-qwen2.5-32b", ["grpo.advantage_scale=batch"], data=data_dir, out=tmp_path)
+        load_grpo_config("r1-zero-qwen2.5-32b", ["grpo.advantage_scale=batch"], data=data_dir, out=tmp_path)
 
 
 def test_dry_run_prints_one_shell_line_equal_to_the_command(tmp_path, data_dir, tiny_model):
@@ -261,7 +261,7 @@ def test_preflight_reports_a_judge_that_does_not_answer(tmp_path, data_dir, tiny
 
 
 def test_missing_model_is_reported_with_the_chat_template_hint(tmp_path, data_dir):
-    run = load_run_config("r1-zero-qwen2.5-32b", data=data_dir, out=tmp_path, model=str(tmp_path / "nope"))
+    run = load_grpo_config("r1-zero-qwen2.5-32b", data=data_dir, out=tmp_path, model=str(tmp_path / "nope"))
     with pytest.raises(UserError, match="model folder not found.*verl.chat_template_file"):
         grpo_verl.command(run)
 
@@ -273,7 +273,7 @@ def test_launch_returns_the_engines_exit_code():
 
 def test_a_run_records_itself_before_launch_and_its_outcome_after(tmp_path, data_dir):
     """The manifest exists while the engine runs (a crash still says what ran) and ends with the exit code."""
-    run = load_run_config("r1-zero-qwen2.5-32b", data=data_dir, out=tmp_path / "run", model="m")
+    run = load_grpo_config("r1-zero-qwen2.5-32b", data=data_dir, out=tmp_path / "run", model="m")
     (tmp_path / "run").mkdir()
     seen = tmp_path / "seen.json"
     # The stand-in engine copies the manifest it finds at launch, then fails.
@@ -297,14 +297,14 @@ def test_overwrite_starts_the_run_over(tmp_path, data_dir):
     (out / "model").mkdir()
     (out / "notes.txt").write_text("mine")
     engine = [sys.executable, "-c", "import sys; sys.exit(3)"]
-    kept = load_run_config("r1-zero-qwen2.5-32b", data=data_dir, out=out, model="m")
+    kept = load_grpo_config("r1-zero-qwen2.5-32b", data=data_dir, out=out, model="m")
     grpo_verl.train(kept, engine)
     assert (out / "checkpoints" / "global_step_100").is_dir() and (out / "model").is_dir()
-    anew = load_run_config("r1-zero-qwen2.5-32b", ["overwrite=true"], data=data_dir, out=out, model="m")
+    anew = load_grpo_config("r1-zero-qwen2.5-32b", ["overwrite=true"], data=data_dir, out=out, model="m")
     grpo_verl.train(anew, engine)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt"]
     (out / "model").mkdir()
-    own_model = load_run_config("r1-zero-qwen2.5-32b", data=data_dir, out=out, model=str(out / "model"))
+    own_model = load_grpo_config("r1-zero-qwen2.5-32b", data=data_dir, out=out, model=str(out / "model"))
     with pytest.raises(UserError, match="is the input model"):
         grpo_verl.train(own_model, engine)
 

@@ -18,7 +18,7 @@ import pytest
 
 from deepicd.errors import ConfigError
 from deepicd.train import grpo_verl
-from deepicd.train.grpo_config import GRPOSettings, load_run_config
+from deepicd.train.grpo_config import GRPOSettings, load_grpo_config
 
 CHATML = (
     "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
@@ -66,7 +66,7 @@ def template_file(tmp_path_factory) -> Path:
 
 
 def compose(template_file: Path, tmp_path: Path, overrides=()):
-    run = load_run_config("r1-zero-qwen2.5-32b", [f"verl.chat_template_file={template_file}", *overrides],
+    run = load_grpo_config("r1-zero-qwen2.5-32b", [f"verl.chat_template_file={template_file}", *overrides],
                           data=tmp_path / "data", out=tmp_path / "run")
     return grpo_verl.compose_verl(grpo_verl.verl_overrides(grpo_verl.command(run)))
 

@@ -6,7 +6,7 @@ import pytest
 
 from deepicd.errors import ConfigError
 from deepicd.train import grpo_verl
-from deepicd.train.grpo_config import load_run_config
+from deepicd.train.grpo_config import load_grpo_config
 
 
 @pytest.fixture()
@@ -17,7 +17,7 @@ def template(tmp_path):
 
 
 def _command(tmp_path, template, overrides):
-    run = load_run_config("r1-zero-qwen2.5-32b", [f"verl.chat_template_file={template}", *overrides],
+    run = load_grpo_config("r1-zero-qwen2.5-32b", [f"verl.chat_template_file={template}", *overrides],
                           data=tmp_path / "data", out=tmp_path / "run")
     return grpo_verl.command(run)
 
@@ -61,7 +61,7 @@ def test_closed_turn_prefill_feeds_verl_the_published_prompts(tmp_path, data_dir
     from deepicd import models
     from deepicd.split_tables import verl_path
 
-    run = load_run_config("r1-zero-qwen2.5-32b", ["verl.prefill=closed-turn"], model=str(tiny_model),
+    run = load_grpo_config("r1-zero-qwen2.5-32b", ["verl.prefill=closed-turn"], model=str(tiny_model),
                           data=data_dir, out=tmp_path / "run")
     argv = grpo_verl.command(run)
     assert not any(arg.startswith("actor_rollout_ref.model.custom_chat_template=") for arg in argv)

@@ -28,11 +28,11 @@ def main(
     the filters.
     """
     from deepicd import config as configuration
-    from deepicd.distill.run import DistillConfig, run
+    from deepicd.distill.run import load_distill_config, run
 
     with user_errors():
         # Options win over the preset; set as fields (not overrides) so paths need no quoting.
-        settings = configuration.with_fields(configuration.load(DistillConfig, "distill", config, list(overrides or [])), {
+        settings = configuration.with_fields(load_distill_config(config, list(overrides or [])), {
             "data": str(data), "split": split, "out": str(out), "overwrite": True if overwrite else None,
             "generator.backend": backend, "generator.model": teacher,
             "generator.allow_external_endpoint": True if allow_external_endpoint else None,

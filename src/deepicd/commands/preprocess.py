@@ -24,12 +24,12 @@ def main(
     settings it refuses unless --overwrite is given.
     """
     from deepicd.config import with_fields
-    from deepicd.preprocess import dropped_warning, load_config, run
+    from deepicd.preprocess import dropped_warning, load_preprocess_config, run
     from deepicd.run_folder import already_done
 
     with user_errors():
         # Options win over the preset; set as fields (not overrides) so paths need no quoting.
-        settings = with_fields(load_config(config, list(overrides or [])), {
+        settings = with_fields(load_preprocess_config(config, list(overrides or [])), {
             "mimic_dir": str(mimic_dir), "out": str(out), "note_dir": str(note_dir) if note_dir else None,
             "overwrite": True if overwrite else None,
         })

@@ -26,11 +26,11 @@ def main(
     A run whose memory plan exceeds the GPU is refused before loading; --plan prints that plan.
     """
     from deepicd import config as configuration
-    from deepicd.train.sft import SFTRunConfig, plan_report, run
+    from deepicd.train.sft import load_sft_config, plan_report, run
 
     with user_errors():
         # Options win over the preset; set as fields (not overrides) so paths need no quoting.
-        settings = configuration.with_fields(configuration.load(SFTRunConfig, "sft", config, list(overrides or [])), {
+        settings = configuration.with_fields(load_sft_config(config, list(overrides or [])), {
             "model": model, "data": str(data) if data else None, "out": str(out) if out else None,
             "overwrite": True if overwrite else None,
         })

@@ -24,7 +24,7 @@ def main(
 
     with user_errors():
         # Options win over the preset; set as fields (not overrides) so paths need no quoting.
-        settings = with_fields(tiny.load_config(config, list(overrides or [])), {
+        settings = with_fields(tiny.load_tiny_config(config, list(overrides or [])), {
             "out": str(out), "corpus": [str(path) for path in corpus] if corpus else None,
             "overwrite": True if overwrite else None,
         })

@@ -42,12 +42,12 @@ def main(
             return
         from deepicd import config as configuration
         from deepicd.train import grpo
-        from deepicd.train.grpo_config import load_run_config
+        from deepicd.train.grpo_config import load_grpo_config
 
         if init is not None and model is not None:
             raise UserError("give either --model or --init (an SFT model to continue from), not both")
         # Options win over the preset; set as fields (not overrides) so paths need no quoting.
-        run = configuration.with_fields(load_run_config(config, list(overrides or [])), {
+        run = configuration.with_fields(load_grpo_config(config, list(overrides or [])), {
             "model": init or model, "stage": "sft-grpo" if init is not None else None, "backend": backend,
             "data": str(data) if data else None, "out": str(out) if out else None,
             "overwrite": True if overwrite else None,

@@ -82,6 +82,13 @@ class DistillConfig:
             raise ConfigError(f"invalid distill config at key 'guidelines_dir': folder not found: {self.guidelines_dir}")
 
 
+def load_distill_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> DistillConfig:
+    """A distillation preset by name (`paper`, `tiny-cpu`, ...) or YAML path, checked when built."""
+    from deepicd.config import load
+
+    return load(DistillConfig, "distill", name_or_path, overrides)
+
+
 @dataclass
 class DistillResult:
     out: Path

@@ -182,7 +182,7 @@ def presets() -> list[str]:
     return available_presets("grpo")
 
 
-def load_run_config(
+def load_grpo_config(
     name_or_path: str,
     overrides: Sequence[str] = (),
     *,

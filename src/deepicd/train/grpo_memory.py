@@ -288,14 +288,14 @@ def checkpoint_gb(shape: ModelShape) -> float:
 
 def hardware_table(presets: list[str]) -> str:
     """The Markdown table of docs/training.md: what auto_fit picks for each preset on each node type."""
-    from deepicd.train.grpo_config import load_run_config
+    from deepicd.train.grpo_config import load_grpo_config
 
     lines = ["| preset | GPUs used | GPU | settings auto_fit picks | rollout / budget (GiB) | resident (GiB) "
              "| update peak (GiB) | checkpoint per save |",
              "|---|---|---|---|---:|---:|---:|---:|"]
     for name in presets:
         for node, gb in HARDWARE:
-            run = load_run_config(name, [f"verl.gpu_memory_gb={gb}"], model=PRESET_MODELS.get(name),
+            run = load_grpo_config(name, [f"verl.gpu_memory_gb={gb}"], model=PRESET_MODELS.get(name),
                                   data="data", out="run")
             fitted = fit(run)
             v, plan = fitted.config.verl, fitted.plan

@@ -130,6 +130,13 @@ class SFTRunConfig:
                 self.gpu_memory_gb)
 
 
+def load_sft_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> SFTRunConfig:
+    """An SFT preset by name (`qwen2.5-7b`, `llama3.1-8b`, `tiny-cpu`) or YAML path, checked when built."""
+    from deepicd.config import load
+
+    return load(SFTRunConfig, "sft", name_or_path, overrides)
+
+
 @dataclass
 class SFTResult:
     model_dir: Path
