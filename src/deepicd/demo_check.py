@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deepicd import manifest
 from deepicd.evaluate import paired
 from deepicd.train import reward_curves
 
@@ -78,6 +79,6 @@ def run_checks(root: Path, min_format_rate: float, samples: int = 1000, seed: in
 
 
 def write(checks: list[Check], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(check) for check in checks], indent=2) + "\n")
+    """The checks as JSON at `path`, written whole (`manifest.write_json`)."""
+    manifest.write_json(path, [asdict(check) for check in checks])
     return path
