@@ -97,11 +97,6 @@ def load_preprocess_config(name_or_path: str = "default", overrides: tuple[str, 
     return config_lib.load(PreprocessConfig, "preprocess", name_or_path, overrides)
 
 
-def require_paths(config: PreprocessConfig) -> None:
-    """The paths a preset cannot hold: given on the command line when the stage runs."""
-    require_given(config, "preprocess config", {"mimic_dir": "--mimic-dir", "out": "--out"})
-
-
 def dropped_warning(counts: dict, threshold: float) -> str | None:
     """A console warning when more than `threshold` of the admissions were dropped, naming the main reasons."""
     admissions = counts["admissions"]
@@ -128,7 +123,7 @@ class PreprocessResult:
 
 def run(config: PreprocessConfig) -> PreprocessResult:
     """Run the stage into `config.out` (see deepicd.run_folder for what a rerun does)."""
-    require_paths(config)
+    require_given(config, WHERE, {"mimic_dir": "--mimic-dir", "out": "--out"})  # no preset holds them
     out = Path(config.out)
     inputs = locate_inputs(config)
     run_folder.refuse_overlap([out], dict(inputs.items()))

@@ -28,7 +28,7 @@ def _launch(distilled, tiny_model, out, *extra):
 
 def test_two_ranks_train_once_and_agree_on_reruns(distilled, tiny_model, tmp_path, dead_pid):
     out = tmp_path / "run"
-    stale = out / f".model.tmp-{dead_pid}-x"  # left by a run killed while saving; the next save clears it
+    stale = out / f".model.tmp-{dead_pid}-x"  # left by a run killed while saving; the next run clears it
     stale.mkdir(parents=True)
     # 8 samples a step cannot be split into 8 per rank on 2 ranks: both ranks see 2 processes.
     uneven = _launch(distilled, tiny_model, out, "per_device_batch_size=8")
